@@ -1,0 +1,240 @@
+"""Command line: parses options, wires the engine, prints. Exit codes: 0 ok, 1 error, 2 changes pending."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+from topo import __version__
+from topo.client import ManagementClient
+from topo.connection import resolve_connection
+from topo.engine import apply_and_verify, build_plan
+from topo.errors import TopoError
+from topo.load import Loaded, load_topology
+from topo.model import json_schema
+from topo.plan import Step
+from topo.redact import scrub
+from topo.render import render_json, render_text
+
+app = typer.Typer(
+    name="topo",
+    help="RabbitMQ messaging topology as code: validate, plan and apply YAML against the management API.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # its tracebacks show local variables, which hold passwords
+)
+
+Files = Annotated[
+    list[str] | None,
+    typer.Option("--file", "-f", help="Topology file or directory (repeatable). Default: topology.yaml."),
+]
+Url = Annotated[
+    str | None,
+    typer.Option(help="Management API URL (http(s)://host:port) or amqp(s)://user:pass@host/vhost. Env: TOPO_URL."),
+]
+User = Annotated[str | None, typer.Option(help="Management user. Env: TOPO_USER. Default: guest.")]
+Password = Annotated[
+    str | None, typer.Option(help="Password; prefer the TOPO_PASSWORD variable.", show_default=False)
+]
+CaCert = Annotated[str | None, typer.Option("--ca-cert", help="CA bundle to verify the broker's certificate.")]
+ClientCert = Annotated[str | None, typer.Option("--client-cert", help="Client certificate (PEM).")]
+ClientKey = Annotated[str | None, typer.Option("--client-key", help="Client certificate key (PEM).")]
+Insecure = Annotated[bool, typer.Option("--insecure", help="Do not verify the broker's TLS certificate.")]
+Timeout = Annotated[float | None, typer.Option(help="Seconds to wait for each request. Default: 30.")]
+NoColor = Annotated[bool, typer.Option("--no-color", help="No colour (also: NO_COLOR set, or not a terminal).")]
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(scrub(text))
+    sys.stdout.flush()
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(scrub(text).rstrip("\n") + "\n")
+    sys.stderr.flush()
+
+
+def _colour(no_color: bool) -> bool:
+    return not no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
+
+
+def _guarded(body: Callable[[], int]) -> None:
+    """Runs a command: known errors become a message and exit 1, never a traceback."""
+    try:
+        code = body()
+    except TopoError as exc:
+        _err(f"Error: {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        _err("Interrupted.")
+        raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:  # an unexpected bug: say so plainly, traceback only on request
+        _err(f"Internal error: {type(exc).__name__}: {exc}")
+        if os.environ.get("TOPO_DEBUG"):
+            _err("".join(traceback.format_exc()))
+        else:
+            _err("This is a bug in topo. Set TOPO_DEBUG=1 for details.")
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+def _connect(loaded: Loaded, **options: Any) -> ManagementClient:
+    connection = resolve_connection(env=os.environ, broker=loaded.broker, **options)
+    return ManagementClient(connection)
+
+
+@app.command()
+def validate(files: Files = None) -> None:
+    """Check topology files offline: schema, types, names, references. No broker needed."""
+
+    def run() -> int:
+        loaded = load_topology(files or [])
+        desired = loaded.desired
+        count = len(desired.objects) + len(desired.absent)
+        _out(f"Valid: {len(loaded.files)} file(s), {len(desired.vhosts)} vhost(s), {count} object(s).\n")
+        return 0
+
+    _guarded(run)
+
+
+@app.command()
+def plan(
+    files: Files = None,
+    url: Url = None,
+    user: User = None,
+    password: Password = None,
+    ca_cert: CaCert = None,
+    client_cert: ClientCert = None,
+    client_key: ClientKey = None,
+    insecure: Insecure = False,
+    timeout: Timeout = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 2 when changes are pending (0 = in sync, 1 = error).")
+    ] = False,
+    no_color: NoColor = False,
+) -> None:
+    """Show what apply would change on the live broker."""
+
+    def run() -> int:
+        loaded = load_topology(files or [])
+        client = _connect(loaded, url=url, user=user, password=password, ca_cert=ca_cert,
+                          client_cert=client_cert, client_key=client_key, insecure=insecure, timeout=timeout)
+        the_plan = build_plan(client, loaded.desired)
+        _out(render_json(the_plan) if as_json else render_text(the_plan, _colour(no_color)))
+        return 2 if detailed_exitcode and not the_plan.empty else 0
+
+    _guarded(run)
+
+
+@app.command()
+def apply(
+    files: Files = None,
+    url: Url = None,
+    user: User = None,
+    password: Password = None,
+    ca_cert: CaCert = None,
+    client_cert: ClientCert = None,
+    client_key: ClientKey = None,
+    insecure: Insecure = False,
+    timeout: Timeout = None,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")] = False,
+    allow_data_loss: Annotated[
+        bool, typer.Option("--allow-data-loss", help="Allow deleting or replacing queues that hold messages.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (needs --auto-approve).")] = False,
+    no_color: NoColor = False,
+) -> None:
+    """Show the plan, ask, then make the broker match the files and verify it does."""
+
+    def run() -> int:
+        loaded = load_topology(files or [])
+        client = _connect(loaded, url=url, user=user, password=password, ca_cert=ca_cert,
+                          client_cert=client_cert, client_key=client_key, insecure=insecure, timeout=timeout)
+        the_plan = build_plan(client, loaded.desired)
+        if as_json and not auto_approve:
+            raise TopoError("--json needs --auto-approve: there is no one to ask")
+        _out(render_json(the_plan) if as_json else render_text(the_plan, _colour(no_color)))
+        if the_plan.empty:
+            return 0
+        the_plan.raise_if_unsafe(allow_data_loss)
+        if not auto_approve and not _confirm():
+            _err("Apply cancelled.")
+            return 1
+        count = apply_and_verify(client, loaded.desired, the_plan, allow_data_loss=allow_data_loss,
+                                 progress=_progress_printer())
+        summary = the_plan.summary()
+        _err(
+            f"Apply complete: {summary['add']} added, {summary['change']} changed, {summary['replace']} replaced, "
+            f"{summary['destroy']} destroyed ({count} requests). Verified: the broker matches the topology."
+        )
+        return 0
+
+    _guarded(run)
+
+
+def _confirm() -> bool:
+    if not sys.stdin.isatty():
+        raise TopoError("refusing to apply without confirmation: no terminal to ask on; pass --auto-approve")
+    _err("Do you want to perform these actions? Only 'yes' will be accepted.")
+    sys.stderr.write("  Enter a value: ")
+    sys.stderr.flush()
+    return sys.stdin.readline().strip() == "yes"
+
+
+def _progress_printer() -> Callable[[int, int, Step], None]:
+    """Progress on stderr for long applies: a line every 10% (a live counter on a terminal)."""
+    tty = sys.stderr.isatty()
+
+    def show(done: int, total: int, step: Step) -> None:
+        if total < 50:
+            return
+        if tty:
+            sys.stderr.write(f"\r  applied {done}/{total}")
+            if done == total:
+                sys.stderr.write("\n")
+        elif done == total or done % max(total // 10, 1) == 0:
+            sys.stderr.write(f"  applied {done}/{total}\n")
+        sys.stderr.flush()
+
+    return show
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of topology files (the one in schemas/), for editors."""
+    _out(json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def version() -> None:
+    """Print topo's version."""
+    _out(f"topo {__version__}\n")
+
+
+def main() -> None:
+    # Not standalone: click's usage errors exit 2, which would read as "changes pending" in CI.
+    try:
+        code = app(standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.Abort:
+        _err("Aborted.")
+        code = 1
+    except Exception as exc:
+        show = getattr(exc, "show", None)
+        if callable(show):  # click's usage errors: message and usage, exit 1
+            show()
+            code = 1
+        else:
+            _err(f"Internal error: {type(exc).__name__}: {exc}")
+            code = 1
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,113 @@
+"""Where the management API is and how to log in: options > TOPO_* environment > broker: section > defaults.
+
+Hosted brokers hand out an AMQP URL (amqps://user:pass@host/vhost); the management API of such a broker
+lives at https://host, so such URLs are translated rather than rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+from topo.errors import ConfigError
+from topo.model import BrokerSpec
+from topo.redact import redact_url, register_secret
+
+DEFAULT_URL = "http://localhost:15672"
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    url: str  # management base URL without credentials, e.g. https://host:443
+    user: str
+    password: str = field(repr=False)
+    verify: bool | str = True  # False, True, or a CA bundle path
+    client_cert: tuple[str, str] | str | None = None
+    timeout: float = 30.0
+    vhost_hint: str | None = None  # the vhost named in an AMQP URL
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedUrl:
+    base: str
+    user: str | None
+    password: str | None
+    vhost: str | None
+
+
+def parse_url(url: str) -> ParsedUrl:
+    """Management base URL (and any credentials) from an http(s):// or amqp(s):// URL."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https", "amqp", "amqps"):
+        raise ConfigError(
+            f"unsupported URL {redact_url(url)!r}: use http(s)://host:port for the management API "
+            "or amqp(s)://user:password@host/vhost"
+        )
+    if not parts.hostname:
+        raise ConfigError(f"URL {redact_url(url)!r} has no host")
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    user = unquote(parts.username) if parts.username is not None else None
+    password = unquote(parts.password) if parts.password is not None else None
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"URL {redact_url(url)!r} has an invalid port") from None
+    vhost: str | None = None
+    if scheme in ("amqp", "amqps"):
+        # The AMQP port says nothing about the management port: https on 443, http on 15672.
+        web_scheme = "https" if scheme == "amqps" else "http"
+        base = f"{web_scheme}://{host}" if web_scheme == "https" else f"http://{host}:15672"
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        vhost = unquote(path) if path else "/"
+    else:
+        base = f"{scheme}://{host}" + (f":{port}" if port else "")
+        prefix = parts.path.rstrip("/")
+        if prefix.endswith("/api"):
+            prefix = prefix[: -len("/api")]
+        base += prefix
+    return ParsedUrl(base, user, password, vhost)
+
+
+def resolve_connection(
+    *,
+    url: str | None,
+    user: str | None,
+    password: str | None,
+    env: Mapping[str, str],
+    broker: BrokerSpec | None,
+    ca_cert: str | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+    insecure: bool = False,
+    timeout: float | None = None,
+) -> Connection:
+    spec = broker or BrokerSpec()
+    chosen_url = url or env.get("TOPO_URL") or spec.url or DEFAULT_URL
+    parsed = parse_url(chosen_url)
+    chosen_user = user or env.get("TOPO_USER") or spec.user or parsed.user or "guest"
+    chosen_password = password or env.get("TOPO_PASSWORD") or spec.password
+    if chosen_password is None:
+        chosen_password = parsed.password if parsed.password is not None else "guest"
+    register_secret(chosen_password)
+    if parsed.password:
+        register_secret(parsed.password)
+    ca = ca_cert or env.get("TOPO_CA_CERT") or spec.ca_cert
+    verify: bool | str = False if (insecure or spec.insecure) else (ca or True)
+    cert_file = client_cert or env.get("TOPO_CLIENT_CERT") or spec.client_cert
+    key_file = client_key or env.get("TOPO_CLIENT_KEY") or spec.client_key
+    if key_file and not cert_file:
+        raise ConfigError("--client-key needs --client-cert")
+    cert: tuple[str, str] | str | None = (cert_file, key_file) if cert_file and key_file else cert_file
+    return Connection(
+        url=parsed.base,
+        user=chosen_user,
+        password=chosen_password,
+        verify=verify,
+        client_cert=cert,
+        timeout=float(timeout if timeout is not None else spec.timeout),
+        vhost_hint=parsed.vhost,
+    )

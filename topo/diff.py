@@ -1,0 +1,149 @@
+"""Desired vs actual -> changes. Pure: no I/O, no output, just data.
+
+Keyed set difference: only in the files -> create; in both but different -> update, or replace for
+immutable kinds; declared absent, or undeclared with pruning on -> delete; undeclared otherwise -> unmanaged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from topo.state import IDENTITY_KINDS, IMMUTABLE_KINDS, Actual, Desired, Key, Kind, Obj, same_value
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    REPLACE = "replace"
+    DELETE = "delete"
+
+
+@dataclass(slots=True)
+class Change:
+    action: Action
+    key: Key
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    reason: str | None = None
+    messages: int | None = None  # messages that would be lost (queues and vhosts being deleted or replaced)
+
+    @property
+    def kind(self) -> Kind:
+        return self.key.kind
+
+    def changed_fields(self) -> list[str]:
+        before, after = self.before or {}, self.after or {}
+        return [f for f in sorted(set(before) | set(after)) if not same_value(before.get(f), after.get(f))]
+
+
+@dataclass(slots=True)
+class DiffResult:
+    changes: list[Change] = field(default_factory=list)
+    unmanaged: list[Obj] = field(default_factory=list)
+
+
+def _differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Readable field-level differences, descending one level into arguments and definitions."""
+    out = []
+    for name in sorted(set(before) | set(after)):
+        old, new = before.get(name), after.get(name)
+        if same_value(old, new):
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            for sub in sorted(set(old) | set(new)):
+                if not same_value(old.get(sub), new.get(sub)):
+                    out.append(f"{name}.{sub}: {_short(old.get(sub))} → {_short(new.get(sub))}")
+        else:
+            out.append(f"{name}: {_short(old)} → {_short(new)}")
+    return out
+
+
+def _short(value: Any) -> str:
+    return "(none)" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def diff(desired: Desired, actual: Actual) -> DiffResult:
+    result = DiffResult()
+    managed = set(desired.vhosts)
+    for key, want in desired.objects.items():
+        have = actual.objects.get(key)
+        if have is None:
+            if key.kind is Kind.VHOST:
+                want = Obj(key, _vhost_defaults() | want.attrs)
+            result.changes.append(Change(Action.CREATE, key, None, dict(want.attrs)))
+            continue
+        if key.kind is Kind.VHOST:
+            # Metadata the files leave out is not managed: keep the broker's value.
+            merged = have.attrs | want.attrs
+            if not all(same_value(have.attrs.get(f), v) for f, v in want.attrs.items()):
+                result.changes.append(Change(Action.UPDATE, key, dict(have.attrs), merged))
+            continue
+        if all(same_value(have.attrs.get(f), v) for f, v in want.attrs.items()):
+            continue
+        if key.kind in IMMUTABLE_KINDS:
+            reason = "; ".join(_differences(have.attrs, want.attrs))
+            result.changes.append(
+                Change(Action.REPLACE, key, dict(have.attrs), dict(want.attrs), f"{reason} (immutable)")
+            )
+        elif key.kind not in IDENTITY_KINDS:
+            result.changes.append(Change(Action.UPDATE, key, dict(have.attrs), dict(want.attrs)))
+    for key in desired.absent:
+        have = actual.objects.get(key)
+        if key.kind is Kind.VHOST:
+            if key.vhost in actual.vhosts:
+                before = have.attrs if have else {}
+                result.changes.append(Change(Action.DELETE, key, dict(before), None, "declared absent"))
+        elif have is not None:
+            result.changes.append(Change(Action.DELETE, key, dict(have.attrs), None, "declared absent"))
+    for key, have in actual.objects.items():
+        if key.vhost not in managed or key in desired.objects or key in desired.absent:
+            continue
+        if key.kind is Kind.VHOST or key in desired.external:
+            continue
+        if desired.prune.get(key.vhost, False):
+            result.changes.append(Change(Action.DELETE, key, dict(have.attrs), None, "not declared (prune)"))
+        else:
+            result.unmanaged.append(have)
+    _recreate_dropped_bindings(result, actual)
+    result.unmanaged.sort(key=lambda obj: obj.key)
+    return result
+
+
+def _vhost_defaults() -> dict[str, Any]:
+    return {"description": "", "tags": [], "tracing": False, "default_queue_type": None}
+
+
+def _recreate_dropped_bindings(result: DiffResult, actual: Actual) -> None:
+    """Deleting a queue or exchange drops its bindings: a replace must put them back.
+
+    Every binding on the broker that touches a replaced object is re-created, unless the plan deletes
+    it anyway; declared bindings that are new already have a create of their own.
+    """
+    replaced = {c.key for c in result.changes if c.action is Action.REPLACE}
+    if not replaced:
+        return
+    planned = {c.key for c in result.changes}
+    deleted = {c.key for c in result.changes if c.action is Action.DELETE}
+    for key, binding in actual.objects.items():
+        if key.kind is not Kind.BINDING or key in planned:
+            continue
+        attrs = binding.attrs
+        ends = {
+            Key(Kind.EXCHANGE, key.vhost, attrs["source"]),
+            Key(Kind(attrs["destination_type"]), key.vhost, attrs["destination"]),
+        }
+        touched = ends & replaced
+        if touched and not ends & deleted:
+            what = sorted(touched)[0]
+            result.changes.append(
+                Change(
+                    Action.CREATE, key, None, dict(attrs),
+                    f"re-created: replacing {what.kind.value} {what.name!r} drops it",
+                )
+            )
+    # A binding topo re-creates is listed as a change, not as unmanaged.
+    recreated = {c.key for c in result.changes}
+    result.unmanaged[:] = [o for o in result.unmanaged if o.key not in recreated]

@@ -1,0 +1,90 @@
+"""The whole loop, wired: desired + broker -> plan; plan -> apply -> verify. No printing here."""
+
+from __future__ import annotations
+
+from topo.apply import Progress, apply_plan
+from topo.client import ManagementClient
+from topo.diff import Action, diff
+from topo.errors import NotConverged, Problem, ValidationFailed
+from topo.plan import Plan
+from topo.read import message_counts, read_actual
+from topo.render import display_name
+from topo.state import Actual, Desired, Kind
+
+
+def scope(desired: Desired) -> list[str]:
+    return [*desired.vhosts, *desired.absent_vhosts]
+
+
+def check_against_broker(desired: Desired, actual: Actual) -> None:
+    """Checks that need the broker: exchange types provided by plugins must be enabled there."""
+    if not actual.exchange_types:
+        return
+    problems = []
+    for key, obj in desired.objects.items():
+        if key.kind is Kind.EXCHANGE and obj.attrs["type"] not in actual.exchange_types:
+            where = desired.locations.get(key)
+            problems.append(
+                Problem(
+                    where.file if where else "?",
+                    where.line if where else None,
+                    f"exchanges[{key.name!r}].type",
+                    f"exchange type {obj.attrs['type']!r} is not enabled on the broker (available: "
+                    f"{', '.join(sorted(actual.exchange_types))}); enable the plugin that provides it",
+                )
+            )
+    if problems:
+        raise ValidationFailed(problems)
+
+
+def build_plan(client: ManagementClient, desired: Desired) -> Plan:
+    actual = read_actual(client, scope(desired))
+    check_against_broker(desired, actual)
+    result = diff(desired, actual)
+    _count_messages(client, result.changes)
+    return Plan(result.changes, result.unmanaged)
+
+
+def _count_messages(client: ManagementClient, changes: list) -> None:
+    """Message counts, only for the vhosts where the plan destroys a queue or the vhost itself."""
+    destructive = [
+        c for c in changes
+        if c.action in (Action.DELETE, Action.REPLACE) and c.kind in (Kind.QUEUE, Kind.VHOST)
+    ]
+    counts: dict[str, dict[str, int]] = {}
+    for change in destructive:
+        vhost = change.key.vhost
+        if vhost not in counts:
+            counts[vhost] = message_counts(client, vhost)
+        if change.kind is Kind.QUEUE:
+            change.messages = counts[vhost].get(change.key.name, 0)
+        else:
+            change.messages = sum(counts[vhost].values())
+
+
+def apply_and_verify(
+    client: ManagementClient,
+    desired: Desired,
+    plan: Plan,
+    *,
+    allow_data_loss: bool,
+    progress: Progress | None = None,
+) -> int:
+    plan.raise_if_unsafe(allow_data_loss)
+    count = apply_plan(client, plan, allow_data_loss=allow_data_loss, progress=progress)
+    verify(client, desired)
+    return count
+
+
+def verify(client: ManagementClient, desired: Desired) -> None:
+    """Reads the broker again: anything still different was silently ignored or changed meanwhile."""
+    remaining = diff(desired, read_actual(client, scope(desired))).changes
+    if remaining:
+        lines = "\n".join(
+            f"  {c.action.value} {c.kind.value} {display_name(c.key, c.after or c.before)} in vhost {c.key.vhost!r}"
+            for c in remaining[:20]
+        )
+        raise NotConverged(
+            f"the broker did not converge: {len(remaining)} change(s) still pending after apply:\n{lines}\n"
+            "The broker accepted the requests but kept a different state (or something changed it meanwhile)."
+        )

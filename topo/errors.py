@@ -1,0 +1,61 @@
+"""Typed errors. Every error a user can cause carries enough context to act on without a traceback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TopoError(Exception):
+    """Base class: the CLI prints these as a message and exits 1."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One validation finding, pointing at the source."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        key = f" {self.path}:" if self.path else ""
+        return f"{where}:{key} {self.message}"
+
+
+class ValidationFailed(TopoError):
+    """All problems found in the input at once, not just the first."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line or 0, p.path, p.message))
+        count = len(self.problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} in the topology:\n{lines}")
+
+
+class ConfigError(TopoError):
+    """Bad command-line or connection settings."""
+
+
+class BrokerError(TopoError):
+    """The management API refused or failed a request; names the object, status and the broker's reason."""
+
+    def __init__(self, action: str, status: int | None, reason: str):
+        self.action = action
+        self.status = status
+        self.reason = reason
+        status_text = f"HTTP {status}" if status is not None else "no response"
+        super().__init__(f"{action}: {status_text}: {reason}")
+
+
+class UnsafePlan(TopoError):
+    """The plan would lose data or lock the caller out; the message names the flag that allows it."""
+
+
+class ApplyFailed(TopoError):
+    """Apply stopped part-way; the message says what was and was not done."""
+
+
+class NotConverged(TopoError):
+    """The broker did not end up as planned after apply (it silently ignores some redeclarations)."""

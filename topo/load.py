@@ -1,0 +1,312 @@
+"""Files -> validated models -> one merged desired state, with every problem reported at once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from topo.arguments import QUEUE_TYPES
+from topo.errors import ConfigError, Problem, ValidationFailed
+from topo.model import BrokerSpec, Topology
+from topo.normalize import (
+    binding_from_fields,
+    exchange_from_spec,
+    limit_obj,
+    policy_from_spec,
+    queue_from_spec,
+    vhost_from_spec,
+)
+from topo.state import Desired, Key, Kind, Location, Obj
+from topo.yamlload import line_of, load_yaml
+
+DEFAULT_FILE = "topology.yaml"
+
+
+@dataclass(slots=True)
+class SourceFile:
+    path: str
+    raw: Any
+    model: Topology
+
+
+@dataclass(slots=True)
+class Loaded:
+    desired: Desired
+    broker: BrokerSpec | None
+    files: list[str] = field(default_factory=list)
+
+
+def expand_paths(paths: list[str]) -> list[Path]:
+    """A directory stands for every *.yaml / *.yml file in it, in name order."""
+    if not paths:
+        paths = [DEFAULT_FILE]
+    result: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                raise ConfigError(f"{given}: directory holds no *.yaml or *.yml file")
+            result.extend(found)
+        elif path.is_file():
+            result.append(path)
+        else:
+            hint = " (pass one with -f PATH)" if given == DEFAULT_FILE else ""
+            raise ConfigError(f"{given}: no such file or directory{hint}")
+    return result
+
+
+def format_path(loc: tuple[Any, ...]) -> str:
+    """vhosts["/"].queues["orders.created"].arguments: readable, and unambiguous for names with dots."""
+    text = ""
+    for element in loc:
+        if isinstance(element, int):
+            text += f"[{element}]"
+        elif isinstance(element, str) and element.replace("_", "").replace("-", "").isalnum():
+            text += f".{element}" if text else element
+        else:
+            text += f"[{element!r}]".replace("'", '"')
+    return text
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # Drop pydantic's union tags (vhosts./.queues.q.quorum) which are not keys in the file.
+    cleaned: list[Any] = []
+    for index, element in enumerate(loc):
+        if element in QUEUE_TYPES and index >= 2 and loc[index - 2] == "queues":
+            continue
+        cleaned.append(element)
+    return tuple(cleaned)
+
+
+def _problems_from_validation(error: ValidationError, filename: str, raw: Any) -> list[Problem]:
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = _clean_loc(tuple(item["loc"]))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "unknown_key":
+            for key in item.get("ctx", {}).get("unknown", []):
+                path = (*loc, key)
+                problems.append(Problem(filename, line_of(raw, path), format_path(path), message))
+            continue
+        if item["type"] == "bad_arguments":
+            for name, reason in item.get("ctx", {}).get("problems", []):
+                path = (*loc, "arguments", name)
+                problems.append(Problem(filename, line_of(raw, path), format_path(path), reason))
+            continue
+        sensitive = any("password" in str(part) for part in loc)
+        value = item.get("input")
+        if (item["type"].endswith("_type") or item["type"] in ("literal_error", "enum")) and not sensitive and isinstance(value, (str, int, float, bool)):
+            message = f"{message}; got {type(value).__name__} {value!r}"
+        problems.append(Problem(filename, line_of(raw, loc), format_path(loc), message))
+    return problems
+
+
+def read_file(path: Path, env: Mapping[str, str]) -> tuple[SourceFile | None, list[Problem]]:
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Problem(name, None, "", f"cannot read file: {exc}")]
+    raw, problems = load_yaml(text, name, env)
+    if raw is None and not problems:
+        raw = {}
+    if problems and raw is None:
+        return None, problems
+    if not isinstance(raw, dict):
+        return None, [*problems, Problem(name, 1, "", "the file must be a mapping with keys such as vhosts:")]
+    try:
+        model = Topology.model_validate(raw)
+    except ValidationError as exc:
+        return None, problems + _problems_from_validation(exc, name, raw)
+    return SourceFile(name, raw, model), problems
+
+
+class _Builder:
+    """Merges validated files into one Desired, remembering where each object was declared."""
+
+    def __init__(self) -> None:
+        self.desired = Desired()
+        self.problems: list[Problem] = []
+        self.vhost_fields: dict[tuple[str, str], Location] = {}
+        self.top_prune: tuple[bool, Location] | None = None
+
+    def _add(self, obj: Obj, where: Location, path: tuple[Any, ...], absent: bool = False) -> None:
+        key = obj.key
+        if key in self.desired.objects or key in self.desired.absent or key in self.desired.external:
+            first = self.desired.locations[key]
+            self.problems.append(
+                Problem(where.file, where.line, format_path(path), f"declared twice (first at {first})")
+            )
+            return
+        self.desired.locations[key] = where
+        if absent:
+            self.desired.absent.add(key)
+        else:
+            self.desired.objects[key] = obj
+
+    def add_file(self, source: SourceFile) -> None:
+        raw, model = source.raw, source.model
+        if "prune" in model.model_fields_set:
+            where = Location(source.path, line_of(raw, ("prune",)))
+            if self.top_prune and self.top_prune[0] != model.prune:
+                self.problems.append(
+                    Problem(where.file, where.line, "prune", f"conflicts with prune at {self.top_prune[1]}")
+                )
+            self.top_prune = (model.prune, where)
+        for vhost, spec in model.vhosts.items():
+            self.add_vhost(source, vhost, spec)
+
+    def add_vhost(self, source: SourceFile, vhost: str, spec: Any) -> None:
+        def at(*path: Any) -> Location:
+            return Location(source.path, line_of(source.raw, ("vhosts", vhost, *path)))
+
+        base: tuple[Any, ...] = ("vhosts", vhost)
+        if vhost == "":
+            self.problems.append(Problem(source.path, at().line, "vhosts", "a vhost name must not be empty"))
+            return
+        if spec.absent:
+            self._add(vhost_from_spec(vhost, spec), at(), base, absent=True)
+            if vhost not in self.desired.absent_vhosts:
+                self.desired.absent_vhosts.append(vhost)
+            return
+        if vhost not in self.desired.vhosts:
+            self.desired.vhosts.append(vhost)
+        self._merge_vhost_metadata(source, vhost, spec, at)
+        if spec.limits is not None:
+            for field_name, fieldinfo in type(spec.limits).model_fields.items():
+                value = getattr(spec.limits, field_name)
+                if value is not None:
+                    alias = fieldinfo.alias or field_name
+                    self._add(limit_obj(vhost, alias, value), at("limits", alias), (*base, "limits", alias))
+        for name, exchange in spec.exchanges.items():
+            path = (*base, "exchanges", name)
+            self._check_name(source, "exchange", name, path)
+            if exchange.external:
+                self._external(Key(Kind.EXCHANGE, vhost, name), at("exchanges", name), path)
+            else:
+                self._add(exchange_from_spec(vhost, name, exchange), at("exchanges", name), path, exchange.absent)
+        for name, queue in spec.queues.items():
+            path = (*base, "queues", name)
+            self._check_name(source, "queue", name, path)
+            if queue.external:
+                self._external(Key(Kind.QUEUE, vhost, name), at("queues", name), path)
+            else:
+                self._add(queue_from_spec(vhost, name, queue), at("queues", name), path, queue.absent)
+        for index, binding in enumerate(spec.bindings):
+            obj = binding_from_fields(
+                vhost, binding.source, binding.destination_type, binding.destination, binding.routing_key,
+                dict(binding.arguments),
+            )
+            self._add(obj, at("bindings", index), (*base, "bindings", index), binding.absent)
+        for kind, section in ((Kind.POLICY, "policies"), (Kind.OPERATOR_POLICY, "operator_policies")):
+            for name, policy in getattr(spec, section).items():
+                obj = policy_from_spec(kind, vhost, name, policy)
+                self._add(obj, at(section, name), (*base, section, name), policy.absent)
+
+    def _merge_vhost_metadata(self, source: SourceFile, vhost: str, spec: Any, at: Any) -> None:
+        incoming = vhost_from_spec(vhost, spec)
+        key = incoming.key
+        existing = self.desired.objects.get(key)
+        if existing is None:
+            self.desired.objects[key] = incoming
+            self.desired.locations[key] = at()
+        settings = [(f, incoming.attrs.get(f)) for f in incoming.attrs]
+        if "prune" in spec.model_fields_set:
+            settings.append(("prune", spec.prune))
+            self.desired.prune[vhost] = bool(spec.prune)
+        for field_name, value in settings:
+            first = self.vhost_fields.get((vhost, field_name))
+            where = at(field_name)
+            if first is not None:
+                path = format_path(("vhosts", vhost, field_name))
+                self.problems.append(Problem(where.file, where.line, path, f"set twice (first at {first})"))
+                continue
+            self.vhost_fields[(vhost, field_name)] = where
+            if existing is not None and field_name != "prune":
+                existing.attrs[field_name] = value
+
+    def _external(self, key: Key, where: Location, path: tuple[Any, ...]) -> None:
+        if key in self.desired.locations:
+            first = self.desired.locations[key]
+            self.problems.append(
+                Problem(where.file, where.line, format_path(path), f"declared twice (first at {first})")
+            )
+            return
+        self.desired.locations[key] = where
+        self.desired.external.add(key)
+
+    def _check_name(self, source: SourceFile, what: str, name: str, path: tuple[Any, ...]) -> None:
+        where = Location(source.path, line_of(source.raw, path))
+        if name == "":
+            message = f"an {what} name must not be empty"
+        elif name.startswith("amq."):
+            message = f"{what} names starting with 'amq.' are reserved by RabbitMQ"
+        elif len(name.encode("utf-8")) > 255:
+            message = f"{what} names are at most 255 bytes (UTF-8)"
+        else:
+            return
+        self.problems.append(Problem(where.file, where.line, format_path(path), message))
+
+    def finish(self) -> Desired:
+        top = self.top_prune[0] if self.top_prune else False
+        for vhost in self.desired.vhosts:
+            self.desired.prune.setdefault(vhost, top)
+        self._check_references()
+        return self.desired
+
+    def _check_references(self) -> None:
+        """Bindings must name objects that the files declare or mark external (or built-in exchanges)."""
+        desired = self.desired
+        for key, obj in [*desired.objects.items(), *((k, None) for k in desired.absent)]:
+            if key.kind is not Kind.BINDING or obj is None:
+                continue
+            ends = (("source", Kind.EXCHANGE, obj.attrs["source"]),
+                    ("destination", Kind(obj.attrs["destination_type"]), obj.attrs["destination"]))
+            for role, kind, name in ends:
+                if kind is Kind.EXCHANGE and name.startswith("amq."):
+                    continue
+                target = Key(kind, key.vhost, name)
+                if target in desired.objects or target in desired.external:
+                    continue
+                where = desired.locations[key]
+                if target in desired.absent:
+                    reason = f"{role} {kind.value} {name!r} is declared absent"
+                else:
+                    reason = (
+                        f"{role} {kind.value} {name!r} is not declared in vhost {key.vhost!r}; "
+                        f"declare it, or mark it `external: true` if it is managed elsewhere"
+                    )
+                self.problems.append(Problem(where.file, where.line, role, reason))
+
+
+def load_topology(paths: list[str], env: Mapping[str, str] | None = None) -> Loaded:
+    """Read, validate and merge topology files; raises ValidationFailed with every problem found."""
+    environment = os.environ if env is None else env
+    files = expand_paths(paths)
+    problems: list[Problem] = []
+    sources: list[SourceFile] = []
+    for path in files:
+        source, found = read_file(path, environment)
+        problems.extend(found)
+        if source is not None:
+            sources.append(source)
+    builder = _Builder()
+    broker: BrokerSpec | None = None
+    for source in sources:
+        builder.add_file(source)
+        if source.model.broker is not None:
+            if broker is not None:
+                line = line_of(source.raw, ("broker",))
+                problems.append(Problem(source.path, line, "broker", "the broker section may appear in one file only"))
+            broker = source.model.broker
+    desired = builder.finish()
+    problems.extend(builder.problems)
+    if problems:
+        raise ValidationFailed(problems)
+    return Loaded(desired, broker, [str(f) for f in files])

@@ -1,0 +1,346 @@
+"""The topology file's schema: strict pydantic models, also the source of the JSON Schema in schemas/.
+
+RabbitMQ's management API silently ignores unknown keys, so these models are the only guard against a
+typo like `durabel: true`: every model forbids extra keys and checks value types strictly.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    JsonValue,
+    Tag,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from topo.arguments import (
+    BUILTIN_EXCHANGE_TYPES,
+    HEADERS_MATCH,
+    exchange_argument_problems,
+    queue_argument_problems,
+)
+
+ApplyTo = Literal["all", "queues", "exchanges", "classic_queues", "quorum_queues", "streams"]
+QueueType = Literal["classic", "quorum", "stream"]
+Arguments = dict[str, JsonValue]
+
+
+class Spec(BaseModel):
+    """Base for every model in the file: strict, closed, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        # pydantic's own "extra inputs are not permitted" does not say what is allowed; this does.
+        if isinstance(data, dict):
+            allowed = [field.alias or name for name, field in cls.model_fields.items()]
+            unknown = [key for key in data if key not in allowed]
+            if unknown:
+                raise PydanticCustomError(
+                    "unknown_key",
+                    "unknown key {keys} in {what}; allowed: {allowed}",
+                    {
+                        "keys": ", ".join(repr(k) for k in unknown),
+                        "unknown": unknown,
+                        "what": cls.describe(),
+                        "allowed": ", ".join(allowed),
+                    },
+                )
+        return data
+
+    @classmethod
+    def describe(cls) -> str:
+        return cls.__name__
+
+
+def raise_argument_problems(problems: list[tuple[str, str]]) -> None:
+    """One error carrying every bad argument, so each can be reported at its own line."""
+    if problems:
+        raise PydanticCustomError(
+            "bad_arguments",
+            "{summary}",
+            {"summary": "; ".join(f"{name}: {reason}" for name, reason in problems), "problems": problems},
+        )
+
+
+class Managed(Spec):
+    """An object topo declares: `absent: true` makes sure it does not exist instead."""
+
+    absent: bool = Field(False, description="Make sure this object does not exist (delete it if it does).")
+
+    @model_validator(mode="after")
+    def _absent_stands_alone(self) -> Managed:
+        if self.absent:
+            others = sorted(self.model_fields_set - {"absent"})
+            if others:
+                raise ValueError(f"an object marked absent: true takes no other keys (found {', '.join(others)})")
+        return self
+
+
+class ExchangeSpec(Managed):
+    """An exchange. Properties are immutable in RabbitMQ: changing one replaces the exchange."""
+
+    type: str = Field("direct", description="direct, fanout, topic, headers, or a plugin type (x-...).")
+    durable: bool = True
+    auto_delete: bool = False
+    internal: bool = False
+    arguments: Arguments = Field(default_factory=dict, description="e.g. alternate-exchange.")
+    external: bool = Field(
+        False, description="Exists on the broker but is not managed here; bindings may refer to it."
+    )
+
+    @classmethod
+    def describe(cls) -> str:
+        return "an exchange"
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in BUILTIN_EXCHANGE_TYPES and not value.startswith("x-"):
+            raise ValueError(
+                f"unknown exchange type {value!r}; built-in types are {', '.join(BUILTIN_EXCHANGE_TYPES)}, "
+                "plugin types start with x- (e.g. x-delayed-message, x-consistent-hash)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_arguments(self) -> ExchangeSpec:
+        raise_argument_problems(exchange_argument_problems(self.arguments))
+        if self.external and len(self.model_fields_set - {"external"}) > 0:
+            raise ValueError("an external exchange is not managed here: it takes no other keys")
+        return self
+
+
+class _QueueBase(Managed):
+    arguments: Arguments = Field(default_factory=dict, description="x-arguments; the queue type sets which.")
+    external: bool = Field(
+        False, description="Exists on the broker but is not managed here; bindings may refer to it."
+    )
+
+    @model_validator(mode="after")
+    def _check_arguments(self) -> _QueueBase:
+        queue_type = getattr(self, "type", "classic")
+        raise_argument_problems(queue_argument_problems(queue_type, self.arguments))
+        if self.external and len(self.model_fields_set - {"external", "type"}) > 0:
+            raise ValueError("an external queue is not managed here: it takes no other keys")
+        return self
+
+
+class ClassicQueueSpec(_QueueBase):
+    type: Literal["classic"] = "classic"
+    durable: bool = True
+    auto_delete: bool = False
+
+    @classmethod
+    def describe(cls) -> str:
+        return "a classic queue"
+
+
+class QuorumQueueSpec(_QueueBase):
+    """Quorum queues are always durable and never auto-delete or exclusive."""
+
+    type: Literal["quorum"]
+    durable: Literal[True] = True
+
+    @classmethod
+    def describe(cls) -> str:
+        return "a quorum queue (always durable, never auto_delete)"
+
+
+class StreamQueueSpec(_QueueBase):
+    """Streams are always durable and accept only the stream arguments."""
+
+    type: Literal["stream"]
+    durable: Literal[True] = True
+
+    @classmethod
+    def describe(cls) -> str:
+        return "a stream (always durable, never auto_delete)"
+
+
+def _queue_type_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return value.get("type", "classic")
+    return getattr(value, "type", "classic")
+
+
+QueueSpec = Annotated[
+    Annotated[ClassicQueueSpec, Tag("classic")]
+    | Annotated[QuorumQueueSpec, Tag("quorum")]
+    | Annotated[StreamQueueSpec, Tag("stream")],
+    Discriminator(
+        _queue_type_of,
+        custom_error_type="invalid_queue_type",
+        custom_error_message="queue type must be one of classic, quorum, stream",
+    ),
+]
+
+
+class BindingSpec(Managed):
+    """A binding from an exchange to a queue or to another exchange."""
+
+    source: str = Field(description="The source exchange.")
+    destination: str
+    destination_type: Literal["queue", "exchange"] = "queue"
+    routing_key: str = ""
+    arguments: Arguments = Field(default_factory=dict, description="For headers exchanges: x-match and headers.")
+
+    @classmethod
+    def describe(cls) -> str:
+        return "a binding"
+
+    @model_validator(mode="after")
+    def _check(self) -> BindingSpec:
+        match = self.arguments.get("x-match")
+        if match is not None and match not in HEADERS_MATCH:
+            raise ValueError(f"x-match must be one of {', '.join(HEADERS_MATCH)}, got {match!r}")
+        if self.source == "":
+            raise ValueError("source: the default exchange cannot be bound explicitly")
+        return self
+
+    @model_validator(mode="after")
+    def _absent_stands_alone(self) -> BindingSpec:
+        # Overrides Managed's rule: a binding is identified by all its fields, so `absent` goes with them.
+        return self
+
+
+class PolicySpec(Managed):
+    """A policy or operator policy: applies `definition` to objects whose name matches `pattern`."""
+
+    pattern: str = Field("", description="A regular expression matched against object names.")
+    apply_to: ApplyTo = Field("all", alias="apply-to")
+    priority: int = 0
+    definition: dict[str, JsonValue] = Field(default_factory=dict)
+
+    @classmethod
+    def describe(cls) -> str:
+        return "a policy"
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"pattern {value!r} is not a valid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> PolicySpec:
+        if not self.absent:
+            missing = [k for k in ("pattern", "definition") if k not in self.model_fields_set]
+            if missing:
+                raise ValueError(f"a policy needs {' and '.join(missing)}")
+            if not self.definition:
+                raise ValueError("definition must not be empty")
+        return self
+
+
+class LimitsSpec(Spec):
+    """Per-vhost limits; a negative value means no limit."""
+
+    max_connections: int | None = Field(None, alias="max-connections", ge=-1)
+    max_queues: int | None = Field(None, alias="max-queues", ge=-1)
+
+    @classmethod
+    def describe(cls) -> str:
+        return "vhost limits"
+
+
+class VhostSpec(Spec):
+    """A virtual host and everything declared in it. Metadata keys left out are not managed."""
+
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+    tracing: bool = False
+    default_queue_type: QueueType | None = Field(
+        None, description="Queue type for queues declared without one (RabbitMQ 3.11+ stores it on the vhost)."
+    )
+    absent: bool = Field(False, description="Delete this vhost and everything in it (needs --allow-data-loss).")
+    prune: bool | None = Field(
+        None, description="Delete objects in this vhost that the files do not declare (default: top-level prune)."
+    )
+    limits: LimitsSpec | None = None
+    exchanges: dict[str, ExchangeSpec] = Field(default_factory=dict)
+    queues: dict[str, QueueSpec] = Field(default_factory=dict)
+    bindings: list[BindingSpec] = Field(default_factory=list)
+    policies: dict[str, PolicySpec] = Field(default_factory=dict)
+    operator_policies: dict[str, PolicySpec] = Field(default_factory=dict)
+
+    @classmethod
+    def describe(cls) -> str:
+        return "a vhost"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _queue_type_default(cls, data: Any) -> Any:
+        # A queue without `type` takes the vhost's default_queue_type, as the broker would.
+        if isinstance(data, dict) and isinstance(data.get("default_queue_type"), str):
+            default = data["default_queue_type"]
+            queues = data.get("queues")
+            if isinstance(queues, dict):
+                filled = {
+                    name: ({"type": default, **spec} if isinstance(spec, dict) and "type" not in spec else spec)
+                    for name, spec in queues.items()
+                }
+                data = {**data, "queues": filled}
+        return data
+
+    @model_validator(mode="after")
+    def _absent_stands_alone(self) -> VhostSpec:
+        if self.absent:
+            others = sorted(self.model_fields_set - {"absent"})
+            if others:
+                raise ValueError(f"a vhost marked absent: true takes no other keys (found {', '.join(others)})")
+        return self
+
+
+class BrokerSpec(Spec):
+    """How to reach the management API. Command-line options and TOPO_* variables take precedence."""
+
+    url: str | None = Field(None, description="http(s)://host:port of the management API, or an amqp(s):// URL.")
+    user: str | None = None
+    password: str | None = Field(None, description="Use ${VARIABLE} so the file holds no secret.")
+    ca_cert: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    insecure: bool = False
+    timeout: float | int = 30
+
+    @classmethod
+    def describe(cls) -> str:
+        return "the broker section"
+
+
+class Topology(Spec):
+    """One topology file. Several files are merged; an object may be declared in one file only."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "topo topology"},
+    )
+
+    version: Literal[1] = 1
+    broker: BrokerSpec | None = None
+    prune: bool = Field(False, description="Delete undeclared objects in every managed vhost.")
+    vhosts: dict[str, VhostSpec] = Field(default_factory=dict)
+
+    @classmethod
+    def describe(cls) -> str:
+        return "the top level"
+
+
+def json_schema() -> dict[str, Any]:
+    return Topology.model_json_schema(by_alias=True)

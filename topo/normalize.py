@@ -1,0 +1,176 @@
+"""The only place that knows the broker's quirks: both sides become the same canonical attributes.
+
+Quirks handled here: the queue type lives in x-queue-type (or a top-level `type` in 3.13 exports) and
+defaults to classic; vhost tags come as a list or a comma-separated string in any order; definitions may
+omit `arguments` or `internal`; built-in and transient objects are out of scope.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from topo.model import ExchangeSpec, PolicySpec, VhostSpec
+from topo.state import Key, Kind, Obj, binding_key
+
+TRANSIENT_QUEUE_PREFIXES = ("amq.gen-", "mqtt-subscription-")
+
+
+def is_builtin_exchange(name: str) -> bool:
+    return name == "" or name.startswith("amq.")
+
+
+def is_transient_queue(name: str, exclusive: bool = False) -> bool:
+    return exclusive or name.startswith(TRANSIENT_QUEUE_PREFIXES) or name.startswith("amq.")
+
+
+def tags_of(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        value = value.split(",")
+    return sorted({str(tag).strip() for tag in value if str(tag).strip()})
+
+
+# ---- desired side: models -> objects -------------------------------------------------------------
+
+
+def vhost_from_spec(name: str, spec: VhostSpec) -> Obj:
+    # Only the metadata the file sets is managed; the rest is filled in from the broker when updating.
+    attrs: dict[str, Any] = {}
+    for field in ("description", "tracing", "default_queue_type"):
+        if field in spec.model_fields_set:
+            attrs[field] = getattr(spec, field)
+    if "tags" in spec.model_fields_set:
+        attrs["tags"] = tags_of(spec.tags)
+    return Obj(Key(Kind.VHOST, name, name), attrs)
+
+
+def exchange_from_spec(vhost: str, name: str, spec: ExchangeSpec) -> Obj:
+    return Obj(
+        Key(Kind.EXCHANGE, vhost, name),
+        {
+            "type": spec.type,
+            "durable": spec.durable,
+            "auto_delete": spec.auto_delete,
+            "internal": spec.internal,
+            "arguments": dict(spec.arguments),
+        },
+    )
+
+
+def queue_from_spec(vhost: str, name: str, spec: Any) -> Obj:
+    return Obj(
+        Key(Kind.QUEUE, vhost, name),
+        {
+            "type": spec.type,
+            "durable": spec.durable,
+            "auto_delete": getattr(spec, "auto_delete", False),
+            "arguments": dict(spec.arguments),
+        },
+    )
+
+
+def binding_from_fields(vhost: str, source: str, destination_type: str, destination: str, routing_key: str,
+                        arguments: dict[str, Any]) -> Obj:
+    return Obj(
+        binding_key(vhost, source, destination_type, destination, routing_key, arguments),
+        {
+            "source": source,
+            "destination_type": destination_type,
+            "destination": destination,
+            "routing_key": routing_key,
+            "arguments": arguments,
+        },
+    )
+
+
+def policy_from_spec(kind: Kind, vhost: str, name: str, spec: PolicySpec) -> Obj:
+    return Obj(
+        Key(kind, vhost, name),
+        {
+            "pattern": spec.pattern,
+            "apply-to": spec.apply_to,
+            "priority": spec.priority,
+            "definition": dict(spec.definition),
+        },
+    )
+
+
+def limit_obj(vhost: str, name: str, value: int) -> Obj:
+    return Obj(Key(Kind.VHOST_LIMIT, vhost, name), {"value": value})
+
+
+# ---- actual side: broker JSON -> objects ---------------------------------------------------------
+
+
+def vhost_from_broker(item: dict[str, Any]) -> Obj:
+    metadata = item.get("metadata") or {}
+    default_type = item.get("default_queue_type") or metadata.get("default_queue_type")
+    if default_type == "undefined":
+        default_type = None
+    return Obj(
+        Key(Kind.VHOST, item["name"], item["name"]),
+        {
+            "description": item.get("description") or metadata.get("description") or "",
+            "tags": tags_of(item.get("tags", metadata.get("tags"))),
+            "tracing": bool(item.get("tracing", False)),
+            "default_queue_type": default_type,
+        },
+    )
+
+
+def exchange_from_broker(vhost: str, item: dict[str, Any]) -> Obj | None:
+    name = item["name"]
+    if is_builtin_exchange(name):
+        return None
+    return Obj(
+        Key(Kind.EXCHANGE, vhost, name),
+        {
+            "type": item.get("type", "direct"),
+            "durable": bool(item.get("durable", True)),
+            "auto_delete": bool(item.get("auto_delete", False)),
+            "internal": bool(item.get("internal", False)),
+            "arguments": dict(item.get("arguments") or {}),
+        },
+    )
+
+
+def queue_from_broker(vhost: str, item: dict[str, Any]) -> Obj | None:
+    name = item["name"]
+    if is_transient_queue(name, bool(item.get("exclusive", False))):
+        return None
+    arguments = dict(item.get("arguments") or {})
+    queue_type = arguments.pop("x-queue-type", None) or item.get("type") or "classic"
+    return Obj(
+        Key(Kind.QUEUE, vhost, name),
+        {
+            "type": queue_type,
+            "durable": bool(item.get("durable", True)),
+            "auto_delete": bool(item.get("auto_delete", False)),
+            "arguments": arguments,
+        },
+    )
+
+
+def binding_from_broker(vhost: str, item: dict[str, Any]) -> Obj | None:
+    source, destination = item.get("source", ""), item["destination"]
+    destination_type = item.get("destination_type", "queue")
+    if source == "":
+        return None  # implicit default-exchange bindings are the broker's, not ours
+    if destination_type == "queue" and is_transient_queue(destination):
+        return None
+    return binding_from_fields(
+        vhost, source, destination_type, destination, item.get("routing_key", ""), dict(item.get("arguments") or {})
+    )
+
+
+def policy_from_broker(kind: Kind, vhost: str, item: dict[str, Any]) -> Obj:
+    return Obj(
+        Key(kind, vhost, item["name"]),
+        {
+            "pattern": item.get("pattern", ""),
+            "apply-to": item.get("apply-to", "all"),
+            "priority": item.get("priority", 0),
+            "definition": dict(item.get("definition") or {}),
+        },
+    )

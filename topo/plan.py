@@ -1,0 +1,96 @@
+"""An ordered, safety-checked list of changes. Dependency order lives in one table: ORDER."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from topo.diff import Action, Change
+from topo.errors import UnsafePlan
+from topo.state import Kind, Obj
+
+# The single place that decides what runs before what. Things that contain or are referenced by
+# others are created first and deleted last; a replace is a delete (in its delete slot) followed by a
+# create (in its create slot), which is why bindings are deleted before and created after both.
+ORDER: list[tuple[frozenset[Action], Kind]] = [
+    (frozenset({Action.CREATE, Action.UPDATE}), Kind.VHOST),
+    (frozenset({Action.CREATE, Action.UPDATE}), Kind.VHOST_LIMIT),
+    (frozenset({Action.CREATE, Action.UPDATE}), Kind.POLICY),
+    (frozenset({Action.CREATE, Action.UPDATE}), Kind.OPERATOR_POLICY),
+    (frozenset({Action.DELETE}), Kind.BINDING),
+    (frozenset({Action.DELETE, Action.REPLACE}), Kind.QUEUE),
+    (frozenset({Action.DELETE, Action.REPLACE}), Kind.EXCHANGE),
+    (frozenset({Action.CREATE, Action.REPLACE}), Kind.EXCHANGE),
+    (frozenset({Action.CREATE, Action.REPLACE}), Kind.QUEUE),
+    (frozenset({Action.CREATE}), Kind.BINDING),
+    (frozenset({Action.DELETE}), Kind.OPERATOR_POLICY),
+    (frozenset({Action.DELETE}), Kind.POLICY),
+    (frozenset({Action.DELETE}), Kind.VHOST_LIMIT),
+    (frozenset({Action.DELETE}), Kind.VHOST),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One request's worth of work: a replace is two steps, its delete and its create."""
+
+    change: Change
+    phase: Action  # CREATE, UPDATE or DELETE
+
+
+def steps(changes: list[Change]) -> list[Step]:
+    """The changes as executable steps, in dependency order, deterministic within each slot."""
+    out: list[Step] = []
+    for actions, kind in ORDER:
+        slot = sorted((c for c in changes if c.kind is kind and c.action in actions), key=lambda c: c.key)
+        for change in slot:
+            if change.action is Action.REPLACE:
+                phase = Action.DELETE if Action.DELETE in actions else Action.CREATE
+            else:
+                phase = change.action
+            out.append(Step(change, phase))
+    return out
+
+
+_DISPLAY_ORDER = {Kind.VHOST: 0, Kind.VHOST_LIMIT: 1, Kind.POLICY: 2, Kind.OPERATOR_POLICY: 3,
+                  Kind.EXCHANGE: 4, Kind.QUEUE: 5, Kind.BINDING: 6}
+
+
+@dataclass(slots=True)
+class Plan:
+    changes: list[Change] = field(default_factory=list)
+    unmanaged: list[Obj] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.changes.sort(key=lambda c: (c.key.vhost, _DISPLAY_ORDER[c.kind], c.key.name, c.action))
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def summary(self) -> dict[str, int]:
+        counts = {"add": 0, "change": 0, "replace": 0, "destroy": 0}
+        names = {Action.CREATE: "add", Action.UPDATE: "change", Action.REPLACE: "replace", Action.DELETE: "destroy"}
+        for change in self.changes:
+            counts[names[change.action]] += 1
+        return counts
+
+    def data_loss(self) -> list[Change]:
+        """Changes that would destroy messages."""
+        return [
+            c for c in self.changes
+            if c.action in (Action.DELETE, Action.REPLACE) and c.kind in (Kind.QUEUE, Kind.VHOST)
+            and (c.messages or 0) > 0
+        ]
+
+    def raise_if_unsafe(self, allow_data_loss: bool) -> None:
+        losses = self.data_loss()
+        if losses and not allow_data_loss:
+            lines = "\n".join(
+                f"  {c.action.value} {c.kind.value} {c.key.name!r} in vhost {c.key.vhost!r}: {c.messages} message(s)"
+                for c in losses
+            )
+            raise UnsafePlan(
+                f"refusing to apply: the plan would destroy messages:\n{lines}\n"
+                "Drain the queues first, or pass --allow-data-loss to accept the loss."
+            )

@@ -1,0 +1,33 @@
+"""Keep secrets out of every line topo prints: known secrets are registered once and scrubbed on output."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+_secrets: set[str] = set()
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+
+
+def register_secret(value: str | None) -> None:
+    # Very short values would scrub innocent text (a password "a" would blank every letter a).
+    if value and len(value) >= 3:
+        _secrets.add(value)
+        _secrets.add(quote(value, safe=""))
+
+
+def redact_url(url: str) -> str:
+    """amqps://user:pass@host/v -> amqps://user:***@host/v (and any user-only form is left as is)."""
+
+    def hide(match: re.Match[str]) -> str:
+        user, _, password = match.group("userinfo").partition(":")
+        return f"{match.group('scheme')}{user}:***@" if password else match.group(0)
+
+    return _URL_CREDENTIALS.sub(hide, url)
+
+
+def scrub(text: str) -> str:
+    text = redact_url(text)
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

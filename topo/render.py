@@ -1,0 +1,151 @@
+"""Plans as text (Terraform-style) and as JSON. Rendering only reads the plan; it never decides."""
+
+from __future__ import annotations
+
+import json
+from itertools import groupby
+from typing import Any
+
+from topo.diff import Action, Change
+from topo.plan import Plan
+from topo.state import Key, Kind, Obj
+
+SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-"}
+COLOURS = {Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31"}
+JSON_FORMAT_VERSION = "1"
+UNMANAGED_SHOWN = 20
+
+
+def display_name(key: Key, attrs: dict[str, Any] | None) -> str:
+    """How an object is named to people; bindings have no name, so their ends and key stand in."""
+    if key.kind is Kind.BINDING:
+        attrs = attrs or {}
+        text = f"{attrs['source']} → {attrs['destination']} ({attrs['destination_type']})"
+        if attrs.get("routing_key"):
+            text += f" routing_key={json.dumps(attrs['routing_key'], ensure_ascii=False)}"
+        if attrs.get("arguments"):
+            text += f" arguments={json.dumps(attrs['arguments'], sort_keys=True, ensure_ascii=False)}"
+        return text
+    return json.dumps(key.name, ensure_ascii=False)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+class _Painter:
+    def __init__(self, colour: bool):
+        self.colour = colour
+
+    def __call__(self, text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.colour else text
+
+
+def _change_lines(change: Change, paint: _Painter) -> list[str]:
+    symbol = paint(SYMBOLS[change.action], COLOURS[change.action])
+    attrs = change.after if change.after is not None else change.before
+    head = f"  {symbol} {change.kind.value} {display_name(change.key, attrs)}"
+    lines = [head]
+    pad = "      "
+    if change.action is Action.CREATE and change.kind is not Kind.BINDING:
+        for field, value in (change.after or {}).items():
+            if value is None:
+                continue
+            lines.append(f"{pad}{field} = {_value(value)}")
+    elif change.action is Action.UPDATE:
+        for field in change.changed_fields():
+            before = (change.before or {}).get(field)
+            after = (change.after or {}).get(field)
+            lines.append(f"{pad}{field}: {_value(before)} → {_value(after)}")
+    if change.reason and change.action is not Action.UPDATE:
+        label = "replace because" if change.action is Action.REPLACE else "because"
+        lines.append(f"{pad}# {label}: {change.reason}")
+    if change.messages:
+        warning = f"{pad}# holds {_count(change.messages, 'message')}: they would be lost"
+        lines.append(paint(warning, "1;31"))
+    return lines
+
+
+def render_text(plan: Plan, colour: bool = False) -> str:
+    paint = _Painter(colour)
+    out: list[str] = []
+    if plan.empty:
+        out.append("No changes. The broker matches the topology.")
+    else:
+        out.append("topo will perform the following actions:")
+        for vhost, group in groupby(plan.changes, key=lambda c: c.key.vhost):
+            out.append("")
+            out.append(paint(f"vhost {json.dumps(vhost, ensure_ascii=False)}:", "1"))
+            for change in group:
+                out.extend(_change_lines(change, paint))
+    out.extend(_unmanaged_lines(plan.unmanaged))
+    for warning in plan.warnings:
+        out.append(paint(f"Warning: {warning}", "33"))
+    if not plan.empty:
+        counts = plan.summary()
+        out.append("")
+        out.append(
+            paint(
+                f"Plan: {counts['add']} to add, {counts['change']} to change, "
+                f"{counts['replace']} to replace, {counts['destroy']} to destroy.",
+                "1",
+            )
+        )
+        losses = plan.data_loss()
+        if losses:
+            total = sum(c.messages or 0 for c in losses)
+            out.append(
+                paint(f"Data loss: {_count(total, 'message')} in {_count(len(losses), 'object')} "
+                      "(apply needs --allow-data-loss).", "1;31")
+            )
+    return "\n".join(out) + "\n"
+
+
+def _unmanaged_lines(unmanaged: list[Obj]) -> list[str]:
+    if not unmanaged:
+        return []
+    out = ["", f"Unmanaged: {_count(len(unmanaged), 'object')} on the broker not in the files, left alone"
+               " (prune: true deletes them):"]
+    for obj in unmanaged[:UNMANAGED_SHOWN]:
+        out.append(f"    {obj.key.kind.value} {display_name(obj.key, obj.attrs)} in vhost "
+                   f"{json.dumps(obj.key.vhost, ensure_ascii=False)}")
+    if len(unmanaged) > UNMANAGED_SHOWN:
+        out.append(f"    … and {len(unmanaged) - UNMANAGED_SHOWN} more (see --json)")
+    return out
+
+
+def change_to_json(change: Change) -> dict[str, Any]:
+    attrs = change.after if change.after is not None else change.before
+    return {
+        "action": change.action.value,
+        "kind": change.kind.value,
+        "vhost": change.key.vhost,
+        "name": change.key.name if change.kind is not Kind.BINDING else display_name(change.key, attrs),
+        "before": change.before,
+        "after": change.after,
+        "reason": change.reason,
+        "messages": change.messages,
+    }
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "format_version": JSON_FORMAT_VERSION,
+        "changes": [change_to_json(c) for c in plan.changes],
+        "summary": plan.summary(),
+        "data_loss": [change_to_json(c) for c in plan.data_loss()],
+        "unmanaged": [
+            {"kind": o.kind.value, "vhost": o.key.vhost, "name": o.key.name if o.kind is not Kind.BINDING
+             else display_name(o.key, o.attrs), "attributes": o.attrs}
+            for o in plan.unmanaged
+        ],
+        "warnings": plan.warnings,
+    }
+
+
+def render_json(plan: Plan) -> str:
+    return json.dumps(plan_to_json(plan), indent=2, ensure_ascii=False, sort_keys=False) + "\n"

@@ -1,0 +1,96 @@
+"""One representation for both sides: desired (from the files) and actual (from the broker).
+
+Both sides are turned into `Obj`s with the same canonical attributes (see normalize.py), so comparing
+them is plain equality and set arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Kind(StrEnum):
+    VHOST = "vhost"
+    VHOST_LIMIT = "vhost_limit"
+    POLICY = "policy"
+    OPERATOR_POLICY = "operator_policy"
+    EXCHANGE = "exchange"
+    QUEUE = "queue"
+    BINDING = "binding"
+
+
+# Properties RabbitMQ cannot change on a live object: a difference means delete and re-create.
+IMMUTABLE_KINDS = frozenset({Kind.EXCHANGE, Kind.QUEUE})
+# Kinds identified by all their fields: they are only ever created or deleted.
+IDENTITY_KINDS = frozenset({Kind.BINDING})
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Key:
+    kind: Kind
+    vhost: str
+    name: str
+
+
+@dataclass(slots=True)
+class Obj:
+    key: Key
+    attrs: dict[str, Any]
+
+    @property
+    def kind(self) -> Kind:
+        return self.key.kind
+
+
+def canonical(value: Any) -> str:
+    """A comparison form that keeps what RabbitMQ distinguishes: 60000 != "60000", true != 1."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def same_value(left: Any, right: Any) -> bool:
+    if type(left) is type(right) and isinstance(left, (str, bool)):
+        return left == right
+    return canonical(left) == canonical(right)
+
+
+def binding_key(vhost: str, source: str, destination_type: str, destination: str, routing_key: str,
+                arguments: dict[str, Any]) -> Key:
+    # A binding has no name: every field is part of its identity.
+    identity = canonical([source, destination_type, destination, routing_key, arguments])
+    return Key(Kind.BINDING, vhost, identity)
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    file: str
+    line: int | None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass(slots=True)
+class Desired:
+    """What the files ask for."""
+
+    objects: dict[Key, Obj] = field(default_factory=dict)
+    absent: set[Key] = field(default_factory=set)
+    # Objects that exist outside topo's control but that bindings may name.
+    external: set[Key] = field(default_factory=set)
+    vhosts: list[str] = field(default_factory=list)  # managed vhosts, in declaration order
+    absent_vhosts: list[str] = field(default_factory=list)
+    prune: dict[str, bool] = field(default_factory=dict)
+    locations: dict[Key, Location] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Actual:
+    """What the broker has, for the vhosts in scope."""
+
+    objects: dict[Key, Obj] = field(default_factory=dict)
+    vhosts: set[str] = field(default_factory=set)  # every vhost on the broker
+    exchange_types: set[str] = field(default_factory=set)
+    version: str = ""

@@ -1,0 +1,155 @@
+"""Read YAML the strict way: line numbers for every key, duplicate keys rejected, ${VAR} interpolation.
+
+PyYAML's safe_load silently keeps the last of two duplicate keys and forgets where things came from;
+both would make errors impossible to point at, so this loader remembers the line of every key and item.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from topo.errors import Problem
+
+try:  # libyaml parses several times faster; the pure-Python parser is the fallback.
+    _BaseLoader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - depends on how PyYAML was built
+    _BaseLoader = yaml.SafeLoader
+
+# ${VAR}, ${VAR:-default} (default when unset or empty), ${VAR-default} (default when unset); $${ escapes.
+_VARIABLE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
+
+
+class LocDict(dict[Any, Any]):
+    """A mapping that remembers the line of each key (1-based)."""
+
+    line: int
+    lines: dict[Any, int]
+
+
+class LocList(list[Any]):
+    """A sequence that remembers the line of each item (1-based)."""
+
+    line: int
+    lines: list[int]
+
+
+def interpolate(text: str, env: Mapping[str, str], missing: list[str]) -> str:
+    """Substitute ${VAR} forms; names of unset variables without a default are appended to `missing`."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        name, operator, default = match.group(1), match.group(2), match.group(3)
+        value = env.get(name)
+        if operator == ":-" and not value:
+            return default or ""
+        if operator == "-" and value is None:
+            return default or ""
+        if value is None:
+            missing.append(name)
+            return ""
+        return value
+
+    return _VARIABLE.sub(substitute, text)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+    def __init__(self, stream: str, filename: str, env: Mapping[str, str]):
+        super().__init__(stream)
+        self.filename = filename
+        self.env = env
+        self.problems: list[Problem] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LocDict:
+        if not isinstance(node, yaml.MappingNode):  # pragma: no cover - PyYAML calls us only for mappings
+            raise yaml.constructor.ConstructorError(None, None, "expected a mapping", node.start_mark)
+        self.flatten_mapping(node)
+        result = LocDict()
+        result.line = node.start_mark.line + 1
+        result.lines = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, (str, int, float, bool)) or key is None:
+                self.problems.append(Problem(self.filename, line, "", "mapping keys must be plain scalars"))
+                continue
+            if key in result:
+                first = result.lines[key]
+                self.problems.append(
+                    Problem(self.filename, line, str(key), f"duplicate key (first defined at line {first})")
+                )
+                continue
+            result[key] = self.construct_object(value_node, deep=True)
+            result.lines[key] = line
+        return result
+
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> LocList:
+        result = LocList(self.construct_object(child, deep=True) for child in node.value)
+        result.line = node.start_mark.line + 1
+        result.lines = [child.start_mark.line + 1 for child in node.value]
+        return result
+
+    def construct_interpolated_str(self, node: yaml.ScalarNode) -> Any:
+        raw = self.construct_scalar(node)
+        if "$" not in raw:
+            return raw
+        missing: list[str] = []
+        value = interpolate(raw, self.env, missing)
+        for name in missing:
+            self.problems.append(
+                Problem(
+                    self.filename,
+                    node.start_mark.line + 1,
+                    "",
+                    f"environment variable {name} is not set and has no default (use ${{{name}:-default}})",
+                )
+            )
+        if not node.style and value != raw:
+            # An unquoted `${MAX:-100}` means the number 100, as if it had been written there;
+            # quote it ("${MAX}") to keep a string.
+            resolved = yaml.safe_load(value) if value.strip() else value
+            if isinstance(resolved, (int, float, bool)):
+                return resolved
+        return value
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_mapping)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_sequence)
+_Loader.add_constructor("tag:yaml.org,2002:str", _Loader.construct_interpolated_str)
+
+
+def load_yaml(text: str, filename: str, env: Mapping[str, str] | None = None) -> tuple[Any, list[Problem]]:
+    """Parse one YAML document; returns the data (LocDict/LocList tree) and every problem found."""
+    loader = _Loader(text, filename, os.environ if env is None else env)
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        message = " ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
+        return None, [Problem(filename, line, "", f"YAML syntax error: {message}")]
+    except yaml.YAMLError as exc:
+        return None, [Problem(filename, None, "", f"YAML error: {exc}")]
+    finally:
+        loader.dispose()
+    return data, loader.problems
+
+
+def line_of(root: Any, path: tuple[Any, ...]) -> int | None:
+    """The line of the deepest element of `path` that exists in a LocDict/LocList tree."""
+    line = getattr(root, "line", None)
+    node = root
+    for element in path:
+        if isinstance(node, LocDict) and element in node:
+            line = node.lines.get(element, line)
+            node = node[element]
+        elif isinstance(node, LocList) and isinstance(element, int) and 0 <= element < len(node):
+            line = node.lines[element]
+            node = node[element]
+        # Elements that are not in the data (pydantic's union tags, missing keys) are skipped.
+    return line
