@@ -39,9 +39,7 @@ Url = Annotated[
     typer.Option(help="Management API URL (http(s)://host:port) or amqp(s)://user:pass@host/vhost. Env: TOPO_URL."),
 ]
 User = Annotated[str | None, typer.Option(help="Management user. Env: TOPO_USER. Default: guest.")]
-Password = Annotated[
-    str | None, typer.Option(help="Password; prefer the TOPO_PASSWORD variable.", show_default=False)
-]
+Password = Annotated[str | None, typer.Option(help="Password; prefer the TOPO_PASSWORD variable.", show_default=False)]
 CaCert = Annotated[str | None, typer.Option("--ca-cert", help="CA bundle to verify the broker's certificate.")]
 ClientCert = Annotated[str | None, typer.Option("--client-cert", help="Client certificate (PEM).")]
 ClientKey = Annotated[str | None, typer.Option("--client-key", help="Client certificate key (PEM).")]
@@ -126,8 +124,17 @@ def plan(
 
     def run() -> int:
         loaded = load_topology(files or [])
-        client = _connect(loaded, url=url, user=user, password=password, ca_cert=ca_cert,
-                          client_cert=client_cert, client_key=client_key, insecure=insecure, timeout=timeout)
+        client = _connect(
+            loaded,
+            url=url,
+            user=user,
+            password=password,
+            ca_cert=ca_cert,
+            client_cert=client_cert,
+            client_key=client_key,
+            insecure=insecure,
+            timeout=timeout,
+        )
         the_plan = build_plan(client, loaded.desired)
         _out(render_json(the_plan) if as_json else render_text(the_plan, _colour(no_color)))
         return 2 if detailed_exitcode and not the_plan.empty else 0
@@ -157,8 +164,17 @@ def apply(
 
     def run() -> int:
         loaded = load_topology(files or [])
-        client = _connect(loaded, url=url, user=user, password=password, ca_cert=ca_cert,
-                          client_cert=client_cert, client_key=client_key, insecure=insecure, timeout=timeout)
+        client = _connect(
+            loaded,
+            url=url,
+            user=user,
+            password=password,
+            ca_cert=ca_cert,
+            client_cert=client_cert,
+            client_key=client_key,
+            insecure=insecure,
+            timeout=timeout,
+        )
         the_plan = build_plan(client, loaded.desired)
         if as_json and not auto_approve:
             raise TopoError("--json needs --auto-approve: there is no one to ask")
@@ -169,8 +185,9 @@ def apply(
         if not auto_approve and not _confirm():
             _err("Apply cancelled.")
             return 1
-        count = apply_and_verify(client, loaded.desired, the_plan, allow_data_loss=allow_data_loss,
-                                 progress=_progress_printer())
+        count = apply_and_verify(
+            client, loaded.desired, the_plan, allow_data_loss=allow_data_loss, progress=_progress_printer()
+        )
         summary = the_plan.summary()
         _err(
             f"Apply complete: {summary['add']} added, {summary['change']} changed, {summary['replace']} replaced, "

@@ -77,9 +77,7 @@ class ManagementClient:
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                response = self.session.request(
-                    method, url, data=data, params=params, timeout=self.connection.timeout
-                )
+                response = self.session.request(method, url, data=data, params=params, timeout=self.connection.timeout)
             except requests.exceptions.SSLError as exc:
                 raise BrokerError(what, None, scrub(f"TLS error talking to {self.connection.url}: {exc}")) from None
             except (requests.ConnectionError, requests.Timeout) as exc:

@@ -140,7 +140,10 @@ def _recreate_dropped_bindings(result: DiffResult, actual: Actual) -> None:
             what = sorted(touched)[0]
             result.changes.append(
                 Change(
-                    Action.CREATE, key, None, dict(attrs),
+                    Action.CREATE,
+                    key,
+                    None,
+                    dict(attrs),
                     f"re-created: replacing {what.kind.value} {what.name!r} drops it",
                 )
             )

@@ -48,8 +48,7 @@ def build_plan(client: ManagementClient, desired: Desired) -> Plan:
 def _count_messages(client: ManagementClient, changes: list) -> None:
     """Message counts, only for the vhosts where the plan destroys a queue or the vhost itself."""
     destructive = [
-        c for c in changes
-        if c.action in (Action.DELETE, Action.REPLACE) and c.kind in (Kind.QUEUE, Kind.VHOST)
+        c for c in changes if c.action in (Action.DELETE, Action.REPLACE) and c.kind in (Kind.QUEUE, Kind.VHOST)
     ]
     counts: dict[str, dict[str, int]] = {}
     for change in destructive:

@@ -101,7 +101,11 @@ def _problems_from_validation(error: ValidationError, filename: str, raw: Any) -
             continue
         sensitive = any("password" in str(part) for part in loc)
         value = item.get("input")
-        if (item["type"].endswith("_type") or item["type"] in ("literal_error", "enum")) and not sensitive and isinstance(value, (str, int, float, bool)):
+        if (
+            (item["type"].endswith("_type") or item["type"] in ("literal_error", "enum"))
+            and not sensitive
+            and isinstance(value, (str, int, float, bool))
+        ):
             message = f"{message}; got {type(value).__name__} {value!r}"
         problems.append(Problem(filename, line_of(raw, loc), format_path(loc), message))
     return problems
@@ -200,7 +204,11 @@ class _Builder:
                 self._add(queue_from_spec(vhost, name, queue), at("queues", name), path, queue.absent)
         for index, binding in enumerate(spec.bindings):
             obj = binding_from_fields(
-                vhost, binding.source, binding.destination_type, binding.destination, binding.routing_key,
+                vhost,
+                binding.source,
+                binding.destination_type,
+                binding.destination,
+                binding.routing_key,
                 dict(binding.arguments),
             )
             self._add(obj, at("bindings", index), (*base, "bindings", index), binding.absent)
@@ -266,8 +274,10 @@ class _Builder:
         for key, obj in [*desired.objects.items(), *((k, None) for k in desired.absent)]:
             if key.kind is not Kind.BINDING or obj is None:
                 continue
-            ends = (("source", Kind.EXCHANGE, obj.attrs["source"]),
-                    ("destination", Kind(obj.attrs["destination_type"]), obj.attrs["destination"]))
+            ends = (
+                ("source", Kind.EXCHANGE, obj.attrs["source"]),
+                ("destination", Kind(obj.attrs["destination_type"]), obj.attrs["destination"]),
+            )
             for role, kind, name in ends:
                 if kind is Kind.EXCHANGE and name.startswith("amq."):
                     continue

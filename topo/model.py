@@ -95,9 +95,7 @@ class ExchangeSpec(Managed):
     auto_delete: bool = False
     internal: bool = False
     arguments: Arguments = Field(default_factory=dict, description="e.g. alternate-exchange.")
-    external: bool = Field(
-        False, description="Exists on the broker but is not managed here; bindings may refer to it."
-    )
+    external: bool = Field(False, description="Exists on the broker but is not managed here; bindings may refer to it.")
 
     @classmethod
     def describe(cls) -> str:
@@ -123,9 +121,7 @@ class ExchangeSpec(Managed):
 
 class _QueueBase(Managed):
     arguments: Arguments = Field(default_factory=dict, description="x-arguments; the queue type sets which.")
-    external: bool = Field(
-        False, description="Exists on the broker but is not managed here; bindings may refer to it."
-    )
+    external: bool = Field(False, description="Exists on the broker but is not managed here; bindings may refer to it.")
 
     @model_validator(mode="after")
     def _check_arguments(self) -> _QueueBase:

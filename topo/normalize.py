@@ -70,8 +70,9 @@ def queue_from_spec(vhost: str, name: str, spec: Any) -> Obj:
     )
 
 
-def binding_from_fields(vhost: str, source: str, destination_type: str, destination: str, routing_key: str,
-                        arguments: dict[str, Any]) -> Obj:
+def binding_from_fields(
+    vhost: str, source: str, destination_type: str, destination: str, routing_key: str, arguments: dict[str, Any]
+) -> Obj:
     return Obj(
         binding_key(vhost, source, destination_type, destination, routing_key, arguments),
         {

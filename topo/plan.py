@@ -51,8 +51,15 @@ def steps(changes: list[Change]) -> list[Step]:
     return out
 
 
-_DISPLAY_ORDER = {Kind.VHOST: 0, Kind.VHOST_LIMIT: 1, Kind.POLICY: 2, Kind.OPERATOR_POLICY: 3,
-                  Kind.EXCHANGE: 4, Kind.QUEUE: 5, Kind.BINDING: 6}
+_DISPLAY_ORDER = {
+    Kind.VHOST: 0,
+    Kind.VHOST_LIMIT: 1,
+    Kind.POLICY: 2,
+    Kind.OPERATOR_POLICY: 3,
+    Kind.EXCHANGE: 4,
+    Kind.QUEUE: 5,
+    Kind.BINDING: 6,
+}
 
 
 @dataclass(slots=True)
@@ -78,8 +85,10 @@ class Plan:
     def data_loss(self) -> list[Change]:
         """Changes that would destroy messages."""
         return [
-            c for c in self.changes
-            if c.action in (Action.DELETE, Action.REPLACE) and c.kind in (Kind.QUEUE, Kind.VHOST)
+            c
+            for c in self.changes
+            if c.action in (Action.DELETE, Action.REPLACE)
+            and c.kind in (Kind.QUEUE, Kind.VHOST)
             and (c.messages or 0) > 0
         ]
 

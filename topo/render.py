@@ -99,8 +99,11 @@ def render_text(plan: Plan, colour: bool = False) -> str:
         if losses:
             total = sum(c.messages or 0 for c in losses)
             out.append(
-                paint(f"Data loss: {_count(total, 'message')} in {_count(len(losses), 'object')} "
-                      "(apply needs --allow-data-loss).", "1;31")
+                paint(
+                    f"Data loss: {_count(total, 'message')} in {_count(len(losses), 'object')} "
+                    "(apply needs --allow-data-loss).",
+                    "1;31",
+                )
             )
     return "\n".join(out) + "\n"
 
@@ -108,11 +111,16 @@ def render_text(plan: Plan, colour: bool = False) -> str:
 def _unmanaged_lines(unmanaged: list[Obj]) -> list[str]:
     if not unmanaged:
         return []
-    out = ["", f"Unmanaged: {_count(len(unmanaged), 'object')} on the broker not in the files, left alone"
-               " (prune: true deletes them):"]
+    out = [
+        "",
+        f"Unmanaged: {_count(len(unmanaged), 'object')} on the broker not in the files, left alone"
+        " (prune: true deletes them):",
+    ]
     for obj in unmanaged[:UNMANAGED_SHOWN]:
-        out.append(f"    {obj.key.kind.value} {display_name(obj.key, obj.attrs)} in vhost "
-                   f"{json.dumps(obj.key.vhost, ensure_ascii=False)}")
+        out.append(
+            f"    {obj.key.kind.value} {display_name(obj.key, obj.attrs)} in vhost "
+            f"{json.dumps(obj.key.vhost, ensure_ascii=False)}"
+        )
     if len(unmanaged) > UNMANAGED_SHOWN:
         out.append(f"    … and {len(unmanaged) - UNMANAGED_SHOWN} more (see --json)")
     return out
@@ -139,8 +147,12 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "summary": plan.summary(),
         "data_loss": [change_to_json(c) for c in plan.data_loss()],
         "unmanaged": [
-            {"kind": o.kind.value, "vhost": o.key.vhost, "name": o.key.name if o.kind is not Kind.BINDING
-             else display_name(o.key, o.attrs), "attributes": o.attrs}
+            {
+                "kind": o.kind.value,
+                "vhost": o.key.vhost,
+                "name": o.key.name if o.kind is not Kind.BINDING else display_name(o.key, o.attrs),
+                "attributes": o.attrs,
+            }
             for o in plan.unmanaged
         ],
         "warnings": plan.warnings,

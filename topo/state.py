@@ -56,8 +56,9 @@ def same_value(left: Any, right: Any) -> bool:
     return canonical(left) == canonical(right)
 
 
-def binding_key(vhost: str, source: str, destination_type: str, destination: str, routing_key: str,
-                arguments: dict[str, Any]) -> Key:
+def binding_key(
+    vhost: str, source: str, destination_type: str, destination: str, routing_key: str, arguments: dict[str, Any]
+) -> Key:
     # A binding has no name: every field is part of its identity.
     identity = canonical([source, destination_type, destination, routing_key, arguments])
     return Key(Kind.BINDING, vhost, identity)
