@@ -37,6 +37,14 @@ def _reason(response: requests.Response) -> str:
     return json.dumps(body)[:300]
 
 
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    for known in ("Connection refused", "Name or service not known", "timed out", "Connection reset", "No route"):
+        if known in text:
+            return known.lower()
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
 class ManagementClient:
     def __init__(self, connection: Connection, *, retries: int = 4, backoff: float = 0.2, pool_size: int = 32):
         self.connection = connection
@@ -83,9 +91,7 @@ class ManagementClient:
             except (requests.ConnectionError, requests.Timeout) as exc:
                 # The broker sometimes drops a keep-alive connection right after a 400: retry on a new one.
                 if last:
-                    raise BrokerError(
-                        what, None, scrub(f"cannot reach {self.connection.url}: {type(exc).__name__}: {exc}")
-                    ) from None
+                    raise BrokerError(what, None, scrub(f"cannot reach {self.connection.url}: {_short(exc)}")) from None
                 time.sleep(self.backoff * 2**attempt)
                 continue
             if response.status_code in RETRY_STATUSES and not last:
