@@ -9,7 +9,7 @@ from topo.errors import NotConverged, Problem, ValidationFailed
 from topo.plan import Plan
 from topo.read import message_counts, read_actual
 from topo.render import display_name
-from topo.state import Actual, Desired, Kind
+from topo.state import Actual, Desired, Key, Kind
 
 
 def scope(desired: Desired) -> list[str]:
@@ -37,12 +37,35 @@ def check_against_broker(desired: Desired, actual: Actual) -> None:
         raise ValidationFailed(problems)
 
 
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for part in text.split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def adapt_to_broker(desired: Desired, actual: Actual) -> list[str]:
+    """Drops what this broker version cannot store (so it is not planned forever), with a warning."""
+    warnings = []
+    if actual.version and _version(actual.version) < (3, 11):
+        for key in desired.vhosts:
+            obj = desired.objects.get(Key(Kind.VHOST, key, key))
+            if obj is not None and obj.attrs.pop("default_queue_type", None) is not None:
+                warnings.append(
+                    f"vhost {key!r}: RabbitMQ {actual.version} does not store default_queue_type (3.11+); "
+                    "topo still uses it as the type of queues declared without one"
+                )
+    return warnings
+
+
 def build_plan(client: ManagementClient, desired: Desired) -> Plan:
     actual = read_actual(client, scope(desired))
     check_against_broker(desired, actual)
+    warnings = adapt_to_broker(desired, actual)
     result = diff(desired, actual)
     _count_messages(client, result.changes)
-    return Plan(result.changes, result.unmanaged)
+    return Plan(result.changes, result.unmanaged, warnings)
 
 
 def _count_messages(client: ManagementClient, changes: list) -> None:

@@ -1,0 +1,375 @@
+"""The core loop against the real test node: apply, plan, drift, replace, data-loss guard, odd names."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import requests
+from cli_runner import Result, run_topo
+
+pytestmark = pytest.mark.broker
+
+
+class Api:
+    """Raw management API access, for changing the broker behind topo's back and checking results."""
+
+    def __init__(self, broker: Any):
+        self.base = broker.url
+        self.auth = (broker.user, broker.password)
+
+    def _url(self, *segments: str) -> str:
+        return self.base + "/api/" + "/".join(quote(s, safe="") for s in segments)
+
+    def get(self, *segments: str) -> Any:
+        response = requests.get(self._url(*segments), auth=self.auth, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def put(self, body: dict[str, Any], *segments: str) -> None:
+        requests.put(self._url(*segments), json=body, auth=self.auth, timeout=30).raise_for_status()
+
+    def delete(self, *segments: str) -> None:
+        requests.delete(self._url(*segments), auth=self.auth, timeout=30).raise_for_status()
+
+    def publish(self, vhost: str, queue: str, count: int = 1) -> None:
+        for n in range(count):
+            body = {"properties": {}, "routing_key": queue, "payload": f"m{n}", "payload_encoding": "string"}
+            response = requests.post(
+                self._url("exchanges", vhost, "amq.default", "publish"), json=body, auth=self.auth, timeout=30
+            )
+            assert response.json() == {"routed": True}
+
+    def messages(self, vhost: str, queue: str) -> int:
+        response = requests.get(
+            self._url("queues", vhost),
+            params={"disable_stats": "true", "enable_queue_totals": "true", "columns": "name,messages"},
+            auth=self.auth,
+            timeout=30,
+        )
+        return next(int(q.get("messages") or 0) for q in response.json() if q["name"] == queue)
+
+    def bindings(self, vhost: str) -> list[dict[str, Any]]:
+        return [b for b in self.get("bindings", vhost) if b["source"] != ""]
+
+
+@pytest.fixture
+def api(broker: Any) -> Api:
+    return Api(broker)
+
+
+@pytest.fixture
+def topo(broker: Any, tmp_path: Path):
+    """Runs topo against the test broker with the topology written to a temp file."""
+
+    def run(*args: str, topology: str | None = None, env: dict[str, str | None] | None = None) -> Result:
+        path = tmp_path / "topology.yaml"
+        if topology is not None:
+            path.write_text(textwrap.dedent(topology), encoding="utf-8")
+        environment: dict[str, str | None] = {
+            "TOPO_URL": broker.url,
+            "TOPO_USER": broker.user,
+            "TOPO_PASSWORD": broker.password,
+            "NO_COLOR": "1",
+        }
+        environment.update(env or {})
+        return run_topo(*args, "-f", str(path), env=environment)
+
+    return run
+
+
+def pipeline(vhost: str, ttl: int = 60000, extra: str = "") -> str:
+    return f"""
+    vhosts:
+      {json.dumps(vhost)}:
+        description: order pipeline
+        tags: [orders, test]
+        limits:
+          max-queues: 50
+        exchanges:
+          orders: {{type: topic}}
+          orders.dlx: {{type: fanout}}
+          audit: {{type: headers}}
+        queues:
+          orders.created:
+            type: quorum
+            arguments: {{x-dead-letter-exchange: orders.dlx, x-delivery-limit: 3}}
+          orders.retry:
+            arguments: {{x-message-ttl: {ttl}, x-dead-letter-exchange: orders}}
+          orders.parking: {{}}
+          audit.eu: {{}}
+        bindings:
+          - {{source: orders, destination: orders.created, routing_key: order.created}}
+          - {{source: orders.dlx, destination: orders.retry}}
+          - {{source: orders, destination: audit, destination_type: exchange, routing_key: "#"}}
+          - {{source: audit, destination: audit.eu, arguments: {{x-match: all, region: eu}}}}
+        policies:
+          parking-ttl:
+            pattern: "^orders\\\\.parking$"
+            apply-to: queues
+            definition: {{message-ttl: 86400000}}
+        operator_policies:
+          cap:
+            pattern: ".*"
+            apply-to: queues
+            definition: {{max-length: 100000}}
+    {extra}
+    """
+
+
+def test_apply_then_plan_is_empty_and_apply_is_idempotent(topo, vhost_name: str, api: Api) -> None:
+    first = topo("plan", "--detailed-exitcode", topology=pipeline(vhost_name))
+    assert first.code == 2, first.output
+    assert "Plan: 15 to add, 0 to change, 0 to replace, 0 to destroy." in first.stdout
+
+    applied = topo("apply", "--auto-approve")
+    assert applied.code == 0, applied.output
+    assert "Verified" in applied.stderr
+
+    again = topo("plan", "--detailed-exitcode")
+    assert again.code == 0, again.output
+    assert "No changes" in again.stdout
+
+    second = topo("apply", "--auto-approve")
+    assert second.code == 0 and "No changes" in second.stdout and "Apply complete" not in second.stderr
+
+    assert api.get("vhosts", vhost_name)["description"] == "order pipeline"
+    created = api.get("queues", vhost_name, "orders.created")
+    assert created["type"] == "quorum" and created["arguments"]["x-delivery-limit"] == 3
+    assert api.get("vhost-limits", vhost_name)[0]["value"] == {"max-queues": 50}
+
+
+def test_drift_behind_topos_back_is_detected_and_repaired(topo, vhost_name: str, api: Api) -> None:
+    assert topo("apply", "--auto-approve", topology=pipeline(vhost_name)).code == 0
+    api.delete("queues", vhost_name, "orders.parking")
+    binding = next(b for b in api.bindings(vhost_name) if b["destination"] == "orders.created")
+    api.delete("bindings", vhost_name, "e", "orders", "q", "orders.created", binding["properties_key"])
+    api.put(
+        {"pattern": ".*", "definition": {"message-ttl": 1}, "apply-to": "all", "priority": 5},
+        "policies",
+        vhost_name,
+        "parking-ttl",
+    )
+
+    drift = topo("plan", "--detailed-exitcode", "--json")
+    assert drift.code == 2, drift.output
+    changes = {(c["action"], c["kind"], c["name"]) for c in json.loads(drift.stdout)["changes"]}
+    assert changes == {
+        ("create", "queue", "orders.parking"),
+        ("create", "binding", 'orders → orders.created (queue) routing_key="order.created"'),
+        ("update", "policy", "parking-ttl"),
+    }
+    policy_change = next(c for c in json.loads(drift.stdout)["changes"] if c["kind"] == "policy")
+    assert policy_change["before"]["priority"] == 5 and policy_change["after"]["priority"] == 0
+
+    assert topo("apply", "--auto-approve").code == 0
+    assert topo("plan", "--detailed-exitcode").code == 0
+    assert api.get("policies", vhost_name, "parking-ttl")["definition"] == {"message-ttl": 86400000}
+
+
+def test_changed_queue_argument_replaces_queue_and_keeps_its_bindings(topo, vhost_name: str, api: Api) -> None:
+    assert topo("apply", "--auto-approve", topology=pipeline(vhost_name)).code == 0
+    # A binding nobody declared: the replace must not silently drop it either.
+    requests.post(
+        api._url("bindings", vhost_name, "e", "amq.direct", "q", "orders.retry"),
+        json={"routing_key": "manual", "arguments": {}},
+        auth=api.auth,
+        timeout=30,
+    ).raise_for_status()
+
+    plan = topo("plan", "--json", topology=pipeline(vhost_name, ttl=30000))
+    changes = json.loads(plan.stdout)["changes"]
+    replace = next(c for c in changes if c["action"] == "replace")
+    assert replace["kind"] == "queue" and replace["name"] == "orders.retry"
+    assert "x-message-ttl: 60000 → 30000" in replace["reason"]
+    recreated = sorted(c["name"] for c in changes if c["action"] == "create")
+    assert recreated == [
+        'amq.direct → orders.retry (queue) routing_key="manual"',
+        "orders.dlx → orders.retry (queue)",
+    ]
+
+    applied = topo("apply", "--auto-approve")
+    assert applied.code == 0, applied.output
+    assert api.get("queues", vhost_name, "orders.retry")["arguments"]["x-message-ttl"] == 30000
+    to_retry = {(b["source"], b["routing_key"]) for b in api.bindings(vhost_name) if b["destination"] == "orders.retry"}
+    assert to_retry == {("orders.dlx", ""), ("amq.direct", "manual")}
+    assert topo("plan", "--detailed-exitcode").code == 0
+
+
+def test_queue_holding_messages_is_protected(topo, vhost_name: str, api: Api) -> None:
+    assert topo("apply", "--auto-approve", topology=pipeline(vhost_name)).code == 0
+    api.publish(vhost_name, "orders.retry", count=3)
+
+    plan = topo("plan", topology=pipeline(vhost_name, ttl=1000))
+    assert "holds 3 messages" in plan.stdout
+    refused = topo("apply", "--auto-approve")
+    assert refused.code == 1
+    assert "--allow-data-loss" in refused.stderr and "orders.retry" in refused.stderr
+    assert api.get("queues", vhost_name, "orders.retry")["arguments"]["x-message-ttl"] == 60000
+
+    allowed = topo("apply", "--auto-approve", "--allow-data-loss")
+    assert allowed.code == 0, allowed.output
+    assert api.get("queues", vhost_name, "orders.retry")["arguments"]["x-message-ttl"] == 1000
+
+
+def test_absent_and_pruned_queues_with_messages_are_protected(topo, vhost_name: str, api: Api) -> None:
+    assert topo("apply", "--auto-approve", topology=pipeline(vhost_name)).code == 0
+    api.put({"durable": True, "arguments": {}}, "queues", vhost_name, "stray")
+    api.publish(vhost_name, "stray", count=2)
+    unmanaged = topo("plan", "--json")
+    assert [u["name"] for u in json.loads(unmanaged.stdout)["unmanaged"]] == ["stray"]
+
+    pruning = pipeline(vhost_name).replace(
+        "description: order pipeline", "description: order pipeline\n        prune: true"
+    )
+    refused = topo("apply", "--auto-approve", topology=pruning)
+    assert refused.code == 1 and "stray" in refused.stderr
+    api.delete("queues", vhost_name, "stray", "contents")  # purge
+    assert topo("apply", "--auto-approve").code == 0
+    assert "stray" not in {q["name"] for q in api.get("queues", vhost_name)}
+
+    absent = pipeline(vhost_name).replace("orders.parking: {}", "orders.parking: {absent: true}")
+    api.publish(vhost_name, "orders.parking")
+    assert topo("apply", "--auto-approve", topology=absent).code == 1
+    assert topo("apply", "--auto-approve", "--allow-data-loss").code == 0
+    assert "orders.parking" not in {q["name"] for q in api.get("queues", vhost_name)}
+
+
+def test_vhost_declared_absent_is_deleted_only_when_safe(topo, vhost_name: str, api: Api) -> None:
+    assert topo("apply", "--auto-approve", topology=pipeline(vhost_name)).code == 0
+    api.publish(vhost_name, "orders.parking")
+    gone = f"vhosts:\n  {json.dumps(vhost_name)}: {{absent: true}}\n"
+    plan = topo("plan", topology=gone)
+    assert "- vhost" in plan.stdout and "holds 1 message" in plan.stdout
+    assert topo("apply", "--auto-approve").code == 1
+    assert topo("apply", "--auto-approve", "--allow-data-loss").code == 0
+    assert vhost_name not in {v["name"] for v in api.get("vhosts")}
+    assert topo("plan", "--detailed-exitcode").code == 0
+
+
+def test_names_with_slash_percent_hash_space_and_unicode(topo, api: Api, vhost_name: str) -> None:
+    vhost = vhost_name + "/ü %2F #x"
+    queue, exchange = "q %41 #1 / ünï", "ex/%23 ä"
+    topology = f"""
+    vhosts:
+      {json.dumps(vhost)}:
+        exchanges:
+          {json.dumps(exchange)}: {{type: headers}}
+        queues:
+          {json.dumps(queue)}: {{}}
+        bindings:
+          - source: {json.dumps(exchange)}
+            destination: {json.dumps(queue)}
+            routing_key: "k/%2F #"
+            arguments: {{x-match: any, "h %": "v/ü"}}
+        policies:
+          "pol %/ü": {{pattern: "^q", definition: {{max-length: 5}}}}
+    """
+    try:
+        applied = topo("apply", "--auto-approve", topology=topology)
+        assert applied.code == 0, applied.output
+        assert topo("plan", "--detailed-exitcode").code == 0
+        assert api.get("queues", vhost, queue)["name"] == queue
+        # Deleting a binding with arguments goes through the broker-computed properties_key.
+        removed = topology.replace(
+            'arguments: {x-match: any, "h %": "v/ü"}',
+            'arguments: {x-match: any, "h %": "v/ü"}\n            absent: true',
+        )
+        assert topo("apply", "--auto-approve", topology=removed).code == 0
+        assert api.bindings(vhost) == []
+        assert topo("plan", "--detailed-exitcode").code == 0
+    finally:
+        requests.delete(api._url("vhosts", vhost), auth=api.auth, timeout=30)
+
+
+def test_vhost_metadata_updates_in_place_and_undeclared_metadata_is_kept(topo, api: Api, vhost_name: str) -> None:
+    assert topo("apply", "--auto-approve", topology=pipeline(vhost_name)).code == 0
+    api.publish(vhost_name, "orders.parking")
+    changed = pipeline(vhost_name).replace("tags: [orders, test]", "tags: [test, payments]")
+    plan = topo("plan", topology=changed)
+    assert "~ vhost" in plan.stdout and 'tags: ["orders", "test"] → ["payments", "test"]' in plan.stdout
+    assert topo("apply", "--auto-approve").code == 0
+    info = api.get("vhosts", vhost_name)
+    assert sorted(info["tags"]) == ["payments", "test"] and info["description"] == "order pipeline"
+    # Updating the vhost did not touch what is in it.
+    assert api.messages(vhost_name, "orders.parking") == 1
+    # Leaving description out of the file stops managing it: no change planned.
+    unmanaged_description = changed.replace("        description: order pipeline\n", "")
+    assert topo("plan", "--detailed-exitcode", topology=unmanaged_description).code == 0
+
+
+def test_exchange_change_is_a_replace_that_restores_bindings_both_ways(topo, api: Api, vhost_name: str) -> None:
+    assert topo("apply", "--auto-approve", topology=pipeline(vhost_name)).code == 0
+    changed = pipeline(vhost_name).replace("audit: {type: headers}", "audit: {type: headers, internal: true}")
+    plan = topo("plan", "--json", topology=changed)
+    actions = sorted((c["action"], c["kind"]) for c in json.loads(plan.stdout)["changes"])
+    assert actions == [("create", "binding"), ("create", "binding"), ("replace", "exchange")]
+    assert topo("apply", "--auto-approve").code == 0
+    assert api.get("exchanges", vhost_name, "audit")["internal"] is True
+    assert topo("plan", "--detailed-exitcode").code == 0
+
+
+def test_broker_rejection_names_object_status_and_reason(topo, vhost_name: str) -> None:
+    bad = pipeline(vhost_name).replace("definition: {max-length: 100000}", "definition: {max-length: -5}")
+    result = topo("apply", "--auto-approve", topology=bad)
+    assert result.code == 1
+    assert 'operator_policy "cap"' in result.stderr and "HTTP 400" in result.stderr
+    assert "not attempted" in result.stderr and "Traceback" not in result.output
+    # Re-running after fixing the file converges from wherever the failure left the broker.
+    assert topo("apply", "--auto-approve", topology=pipeline(vhost_name)).code == 0
+    assert topo("plan", "--detailed-exitcode").code == 0
+
+
+def test_apply_without_terminal_refuses_without_auto_approve(topo, vhost_name: str) -> None:
+    result = topo("apply", topology=pipeline(vhost_name))
+    assert result.code == 1 and "--auto-approve" in result.stderr
+    assert topo("plan", "--detailed-exitcode").code == 2  # nothing was applied
+
+
+def test_unknown_plugin_exchange_type_is_reported_before_any_change(topo, vhost_name: str, api: Api) -> None:
+    topology = f"vhosts:\n  {json.dumps(vhost_name)}:\n    exchanges:\n      delayed: {{type: x-delayed-message}}\n"
+    result = topo("plan", topology=topology)
+    assert result.code == 1 and "x-delayed-message" in result.stderr and "not enabled" in result.stderr
+    assert vhost_name not in {v["name"] for v in api.get("vhosts")}
+
+
+def test_wrong_password_is_a_clear_error_without_the_password(topo, vhost_name: str, broker: Any) -> None:
+    secret = "canary-Pa55-wörd"
+    result = topo("plan", topology=pipeline(vhost_name), env={"TOPO_PASSWORD": secret})
+    assert result.code == 1 and "HTTP 401" in result.stderr
+    assert secret not in result.output
+    # The same through credentials embedded in the URL, as hosted brokers hand them out.
+    host = broker.url.split("://", 1)[1]
+    in_url = topo("plan", env={"TOPO_URL": f"http://{broker.user}:{quote(secret)}@{host}", "TOPO_PASSWORD": None})
+    assert in_url.code == 1 and "HTTP 401" in in_url.stderr
+    assert secret not in in_url.output and quote(secret) not in in_url.output
+
+
+def test_change_behind_topos_back_during_apply_is_reported_as_not_converged(
+    topo, api: Api, vhost_name: str, broker: Any, tmp_path: Path
+) -> None:
+    from topo.client import ManagementClient
+    from topo.connection import resolve_connection
+    from topo.engine import apply_and_verify, build_plan
+    from topo.errors import NotConverged
+    from topo.load import load_topology
+
+    path = tmp_path / "t.yaml"
+    path.write_text(textwrap.dedent(pipeline(vhost_name)), encoding="utf-8")
+    desired = load_topology([str(path)]).desired
+    client = ManagementClient(
+        resolve_connection(url=broker.url, user=broker.user, password=broker.password, env={}, broker=None)
+    )
+    plan = build_plan(client, desired)
+
+    def meddle(done: int, total: int, step: Any) -> None:
+        # Another actor deletes a queue right after topo created it.
+        if step.change.key.name == "orders.parking":
+            api.delete("queues", vhost_name, "orders.parking")
+
+    with pytest.raises(NotConverged, match=r"orders\.parking"):
+        apply_and_verify(client, desired, plan, allow_data_loss=False, progress=meddle)
