@@ -22,7 +22,9 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -41,6 +43,9 @@ _DEBIAN_LIB_BIN = Path("/usr/lib/rabbitmq/bin")
 # (RABBITMQ_CTL_DIST_PORT_MIN/MAX), and epmd on 4369: never hand those out.
 _RESERVED_PORTS = frozenset({4369, *range(35672, 35683)})
 
+# Marks the environment of one rabbitmqctl call so it can be killed on timeout.
+_CALL_TAG_VAR = "TOPO_TEST_CTL_CALL"
+
 _SETUP_HINT = "run scripts/setup-debian.sh (as root) to install it"
 
 _instance_counter = itertools.count(1)
@@ -48,6 +53,20 @@ _instance_counter = itertools.count(1)
 
 class RabbitNodeError(RuntimeError):
     """The test node could not be started or controlled."""
+
+
+@dataclass(frozen=True)
+class Broker:
+    """What a test needs to talk to the broker (see the ``broker`` fixture)."""
+
+    url: str  # management API base URL, no trailing slash
+    user: str
+    password: str
+    node: RabbitNode | None  # None when TOPO_TEST_URL points at an external broker
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return (self.user, self.password)
 
 
 def _find_program(name: str) -> str | None:
@@ -93,22 +112,69 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def _tail(path: Path, lines: int = 40) -> str:
+def _excerpt(path: Path, lines: int = 30) -> str:
+    """The first error lines and the tail of a log file.
+
+    Boot errors name their cause first ("You've tried to set X...") and then
+    bury it under long crash reports, so the tail alone is not enough.
+    """
     try:
-        text = path.read_text(errors="replace")
+        text = path.read_text(errors="replace").splitlines()
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    tail = text[-lines:]
+    head = [line for line in text[: len(text) - len(tail)] if "[error]" in line][:lines]
+    return "\n".join([*head, "[...]", *tail] if head else tail)
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (exited, not yet reaped) counts as gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    # The state letter follows the parenthesised command name, which may itself
+    # contain spaces or parentheses.
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def _pids_with_env(entry: bytes) -> list[int]:
+    """Live processes whose environment contains ``entry`` (``b"KEY=VALUE"``).
+
+    The node's VM does not carry its node name on the command line (it comes
+    from RABBITMQ_NODENAME), so the environment is what identifies it.
+    """
+    found: list[int] = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            # epmd is started by whichever node comes up first and inherits
+            # that node's environment, but it serves every node on the host.
+            if (proc / "comm").read_text().strip() == "epmd":
+                continue
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if entry in environ.split(b"\0"):
+            found.append(int(proc.name))
+    return found
+
+
+def _kill_pids(pids: Iterable[int], *, graceful: bool) -> None:
+    """SIGTERM (when ``graceful``), wait up to 10 s, then SIGKILL survivors."""
+    pids = [p for p in pids if _pid_alive(p)]
+    if graceful:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+            time.sleep(0.2)
+    for pid in pids:
+        if _pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 class RabbitNode:
@@ -139,7 +205,7 @@ class RabbitNode:
         self.nodename = f"topo-test-{os.getpid()}{suffix}@localhost"
         self.amqp_port, self.dist_port, self.mgmt_port, self.mqtt_port = _free_ports(4)
         self.base_dir: Path | None = None
-        self.started = False
+        self._proc: subprocess.Popen[bytes] | None = None
         self.start_seconds: float | None = None
         self.stop_seconds: float | None = None
 
@@ -180,22 +246,20 @@ class RabbitNode:
             raise RuntimeError(f"rabbitmq-server is not installed; {_SETUP_HINT}")
         self._prepare_dir()
         began = time.monotonic()
-        startup_out = self._dir / "startup.out"
-        with startup_out.open("wb") as out:
-            # -detached makes the script return once the VM is spawned; readiness
-            # is established by polling the management API below.
-            proc = subprocess.run(
-                [server, "-detached"],
+        # Run the node in the foreground as our child rather than with
+        # `-detached`: a boot failure is then seen at once (the child exits)
+        # and its console output, which holds errors raised before logging is
+        # set up (e.g. a bad config line), lands in startup.out. A new session
+        # keeps a terminal's Ctrl-C away from the node; stop() shuts it down.
+        with (self._dir / "startup.out").open("wb") as out:
+            self._proc = subprocess.Popen(
+                [server],
                 env=self._env(),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                timeout=self.start_timeout,
-                check=False,
+                start_new_session=True,
             )
-        if proc.returncode != 0:
-            self._fail(f"`rabbitmq-server -detached` exited with {proc.returncode}")
-        self.started = True
         try:
             self._wait_ready(began)
         except BaseException:
@@ -204,46 +268,63 @@ class RabbitNode:
         self.start_seconds = time.monotonic() - began
 
     def stop(self) -> None:
-        """Stop the node (best effort, never raises) and delete its directory."""
+        """Stop the node and delete its directory.
+
+        Best effort: never raises, so it is safe in fixture teardown and after
+        a failed start. The data is thrown away anyway, so when the polite
+        `rabbitmqctl stop` fails the node's processes are simply killed.
+        """
         if self.base_dir is None:
             return
         began = time.monotonic()
-        if self.started:
+        if self._proc is not None:
             pid_file = self._dir / "rabbit.pid"
-            try:
-                # With a pid file, `stop` also waits for the VM to exit.
-                result = self.rabbitmqctl("stop", str(pid_file), check=False, timeout=self.stop_timeout)
-                stopped = result.returncode == 0
-            except subprocess.TimeoutExpired:
-                stopped = False
+            pid = self._read_pid(pid_file)
+            # `rabbitmqctl stop PIDFILE` also waits for that pid to exit, but it
+            # hangs when the node is not up; so only ask a live node.
+            if self._proc.poll() is None and pid is not None and _pid_alive(pid):
+                # A timeout is fine: the processes are killed below.
+                with contextlib.suppress(RabbitNodeError):
+                    self.rabbitmqctl("stop", str(pid_file), check=False, timeout=self.stop_timeout)
             # Even after a clean stop, make sure nothing of this node lingers
-            # (a stray beam would keep its ports and the data dir busy).
-            self._kill_leftovers(graceful=not stopped)
-            self.started = False
+            # (a stray VM would keep its ports and files busy).
+            _kill_pids(self._node_pids(), graceful=True)
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
         self.stop_seconds = time.monotonic() - began
-        print("KEEP", self.base_dir)
+        shutil.rmtree(self.base_dir, ignore_errors=True)
         self.base_dir = None
 
-    def rabbitmqctl(
-        self, *args: str, check: bool = True, timeout: float = 60.0
-    ) -> subprocess.CompletedProcess[str]:
+    def rabbitmqctl(self, *args: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run ``rabbitmqctl -n NODENAME ARGS`` against this node."""
         ctl = _find_program("rabbitmqctl")
         if ctl is None:
             raise RuntimeError(f"rabbitmqctl is not installed; {_SETUP_HINT}")
-        result = subprocess.run(
-            [ctl, "-n", self.nodename, *args],
-            env=self._env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        # The Debian wrapper runs the CLI under `su`, in a process group of its
+        # own, so killing our direct child on timeout would orphan the CLI's
+        # Erlang VM. Tag the call's environment to find all of it again.
+        call_id = uuid.uuid4().hex
+        env = {**self._env(), _CALL_TAG_VAR: call_id}
+        try:
+            result = subprocess.run(
+                [ctl, "-n", self.nodename, *args],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            _kill_pids(_pids_with_env(f"{_CALL_TAG_VAR}={call_id}".encode()), graceful=False)
+            raise RabbitNodeError(f"rabbitmqctl {' '.join(args)} timed out after {timeout:.0f}s") from exc
         if check and result.returncode != 0:
             raise RabbitNodeError(
-                f"rabbitmqctl {' '.join(args)} failed ({result.returncode}):\n"
-                f"{result.stdout}\n{result.stderr}"
+                f"rabbitmqctl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
             )
         return result
 
@@ -305,33 +386,48 @@ class RabbitNode:
         return env
 
     def _wait_ready(self, began: float) -> None:
+        """Block until the node has fully booted, or fail with its log."""
         deadline = began + self.start_timeout
-        pid_file = self._dir / "rabbit.pid"
+        # The management API answers a few seconds before boot completes (the
+        # MQTT plugin's Raft setup and the AMQP listener come later), and
+        # `rabbitmqctl` commands fail until then; so wait for all three.
+        api_ready = amqp_ready = False
         last_error = "no answer yet"
         while time.monotonic() < deadline:
-            try:
-                resp = requests.get(
-                    f"{self.url}/api/overview", auth=(self.user, self.password), timeout=5
+            if not api_ready:
+                try:
+                    resp = requests.get(f"{self.url}/api/overview", auth=(self.user, self.password), timeout=5)
+                    api_ready = resp.status_code == 200
+                    last_error = f"GET /api/overview: HTTP {resp.status_code} {resp.text[:200]}"
+                except requests.RequestException as exc:
+                    last_error = f"GET /api/overview: {exc}"
+            if api_ready and not amqp_ready:
+                try:
+                    socket.create_connection(("127.0.0.1", self.amqp_port), timeout=2).close()
+                    amqp_ready = True
+                except OSError as exc:
+                    last_error = f"AMQP port {self.amqp_port}: {exc}"
+            if amqp_ready:
+                remaining = max(1, int(deadline - time.monotonic()))
+                result = self.rabbitmqctl(
+                    "await_startup", "--timeout", str(remaining), check=False, timeout=remaining + 15
                 )
-                if resp.status_code == 200:
+                if result.returncode == 0:
                     return
-                last_error = f"HTTP {resp.status_code}: {resp.text[:200]}"
-            except requests.RequestException as exc:
-                last_error = str(exc)
-            # Fail fast when the VM has already died instead of waiting it out.
-            pid = self._read_pid(pid_file)
-            if pid is not None and not _pid_alive(pid):
-                self._fail(f"node process {pid} exited during boot")
-            time.sleep(0.5)
-        self._fail(f"management API not ready after {self.start_timeout:.0f}s ({last_error})")
+                self._fail(f"rabbitmqctl await_startup failed:\n{result.stdout}{result.stderr}")
+            # Fail fast when the node has already died instead of waiting it out.
+            if self._proc is not None and self._proc.poll() is not None:
+                self._fail(f"rabbitmq-server exited during boot (exit code {self._proc.returncode})")
+            time.sleep(0.3)
+        self._fail(f"not ready after {self.start_timeout:.0f}s ({last_error})")
 
     def _fail(self, why: str) -> None:
         parts = [f"RabbitMQ test node {self.nodename} failed to start: {why}"]
         if self.base_dir is not None:
             for path in (self._dir / "startup.out", self.log_file):
-                tail = _tail(path)
-                if tail:
-                    parts.append(f"--- tail of {path} ---\n{tail}")
+                excerpt = _excerpt(path)
+                if excerpt:
+                    parts.append(f"--- {path} (excerpt) ---\n{excerpt}")
         raise RabbitNodeError("\n".join(parts))
 
     @staticmethod
@@ -342,40 +438,9 @@ class RabbitNode:
             return None
 
     def _node_pids(self) -> list[int]:
-        """PIDs whose command line names this node (beam and its helpers)."""
-        pids: set[int] = set()
+        """PIDs of this node's VM, its helpers and any CLI call aimed at it."""
+        pids = set(_pids_with_env(f"RABBITMQ_NODENAME={self.nodename}".encode()))
         pid = self._read_pid(self._dir / "rabbit.pid")
-        if pid is not None:
+        if pid is not None and _pid_alive(pid):
             pids.add(pid)
-        # The node name embeds our pid, so this matches only our own node.
-        needle = self.nodename.split("@")[0].encode()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if needle in cmdline.split(b"\0") or any(
-                arg.startswith(needle + b"@") for arg in cmdline.split(b"\0")
-            ):
-                pids.add(int(entry.name))
-        pids.discard(os.getpid())
-        return sorted(p for p in pids if _pid_alive(p))
-
-    def _kill_leftovers(self, *, graceful: bool) -> None:
-        pids = self._node_pids()
-        if not pids:
-            return
-        if graceful:
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
-                time.sleep(0.2)
-        for pid in pids:
-            if _pid_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-
+        return sorted(pids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import time
 import warnings
@@ -33,7 +34,7 @@ def _reason(response: requests.Response) -> str:
     if isinstance(body, dict):
         reason = body.get("reason") or body.get("error")
         if reason:
-            return str(reason)
+            return html.unescape(str(reason))
     return json.dumps(body)[:300]
 
 

@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 from topo.errors import ConfigError
 from topo.model import BrokerSpec
-from topo.redact import redact_url, register_secret
+from topo.redact import redact_url, register_secret, register_url_secret
 
 DEFAULT_URL = "http://localhost:15672"
 
@@ -38,12 +38,13 @@ class ParsedUrl:
 
 def parse_url(url: str) -> ParsedUrl:
     """Management base URL (and any credentials) from an http(s):// or amqp(s):// URL."""
+    register_url_secret(url)
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
-    if scheme not in ("http", "https", "amqp", "amqps"):
+    if scheme not in ("http", "https", "amqp", "amqps") or "://" not in url:
+        # Not echoed: a malformed URL may hold a password the parser did not recognise as one.
         raise ConfigError(
-            f"unsupported URL {redact_url(url)!r}: use http(s)://host:port for the management API "
-            "or amqp(s)://user:password@host/vhost"
+            "unsupported URL: use http(s)://host:port for the management API or amqp(s)://user:password@host/vhost"
         )
     if not parts.hostname:
         raise ConfigError(f"URL {redact_url(url)!r} has no host")

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from topo.arguments import QUEUE_TYPES
 from topo.errors import ConfigError, Problem, ValidationFailed
-from topo.model import BrokerSpec, Topology
+from topo.model import BrokerSpec, Topology, allowed_keys, model_at
 from topo.normalize import (
     binding_from_fields,
     exchange_from_spec,
@@ -87,16 +87,20 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 def _problems_from_validation(error: ValidationError, filename: str, raw: Any) -> list[Problem]:
     problems = []
     for item in error.errors(include_url=False):
-        loc = _clean_loc(tuple(item["loc"]))
+        raw_loc = tuple(item["loc"])
+        loc = _clean_loc(raw_loc)
         message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "unknown_key":
-            for key in item.get("ctx", {}).get("unknown", []):
-                path = (*loc, key)
-                problems.append(Problem(filename, line_of(raw, path), format_path(path), message))
+        if item["type"] == "extra_forbidden":
+            model = model_at(raw_loc[:-1])
+            if model is not None:
+                message = (
+                    f"unknown key {raw_loc[-1]!r} in {model.describe()}; allowed: {', '.join(allowed_keys(model))}"
+                )
+            problems.append(Problem(filename, line_of(raw, loc), format_path(loc), message))
             continue
         if item["type"] == "bad_arguments":
             for name, reason in item.get("ctx", {}).get("problems", []):
-                path = (*loc, "arguments", name)
+                path = (*loc, name) if loc and loc[-1] == "arguments" else (*loc, "arguments", name)
                 problems.append(Problem(filename, line_of(raw, path), format_path(path), reason))
             continue
         sensitive = any("password" in str(part) for part in loc)
@@ -138,6 +142,7 @@ class _Builder:
         self.desired = Desired()
         self.problems: list[Problem] = []
         self.vhost_fields: dict[tuple[str, str], Location] = {}
+        self.paths: dict[Key, tuple[Any, ...]] = {}
         self.top_prune: tuple[bool, Location] | None = None
 
     def _add(self, obj: Obj, where: Location, path: tuple[Any, ...], absent: bool = False) -> None:
@@ -149,6 +154,7 @@ class _Builder:
             )
             return
         self.desired.locations[key] = where
+        self.paths[key] = path
         if absent:
             self.desired.absent.add(key)
         else:
@@ -261,11 +267,12 @@ class _Builder:
             return
         self.problems.append(Problem(where.file, where.line, format_path(path), message))
 
-    def finish(self) -> Desired:
+    def finish(self, check_references: bool) -> Desired:
         top = self.top_prune[0] if self.top_prune else False
         for vhost in self.desired.vhosts:
             self.desired.prune.setdefault(vhost, top)
-        self._check_references()
+        if check_references:
+            self._check_references()
         return self.desired
 
     def _check_references(self) -> None:
@@ -292,7 +299,8 @@ class _Builder:
                         f"{role} {kind.value} {name!r} is not declared in vhost {key.vhost!r}; "
                         f"declare it, or mark it `external: true` if it is managed elsewhere"
                     )
-                self.problems.append(Problem(where.file, where.line, role, reason))
+                path = format_path((*self.paths.get(key, ()), role))
+                self.problems.append(Problem(where.file, where.line, path, reason))
 
 
 def load_topology(paths: list[str], env: Mapping[str, str] | None = None) -> Loaded:
@@ -301,11 +309,14 @@ def load_topology(paths: list[str], env: Mapping[str, str] | None = None) -> Loa
     files = expand_paths(paths)
     problems: list[Problem] = []
     sources: list[SourceFile] = []
+    incomplete = False
     for path in files:
         source, found = read_file(path, environment)
         problems.extend(found)
         if source is not None:
             sources.append(source)
+        else:
+            incomplete = True
     builder = _Builder()
     broker: BrokerSpec | None = None
     for source in sources:
@@ -315,7 +326,8 @@ def load_topology(paths: list[str], env: Mapping[str, str] | None = None) -> Loa
                 line = line_of(source.raw, ("broker",))
                 problems.append(Problem(source.path, line, "broker", "the broker section may appear in one file only"))
             broker = source.model.broker
-    desired = builder.finish()
+    # A file that failed its schema is missing from the merge: references into it would look broken.
+    desired = builder.finish(check_references=not incomplete)
     problems.extend(builder.problems)
     if problems:
         raise ValidationFailed(problems)

@@ -7,7 +7,8 @@ typo like `durabel: true`: every model forbids extra keys and checks value types
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -37,26 +38,6 @@ class Spec(BaseModel):
     """Base for every model in the file: strict, closed, immutable."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _reject_unknown_keys(cls, data: Any) -> Any:
-        # pydantic's own "extra inputs are not permitted" does not say what is allowed; this does.
-        if isinstance(data, dict):
-            allowed = [field.alias or name for name, field in cls.model_fields.items()]
-            unknown = [key for key in data if key not in allowed]
-            if unknown:
-                raise PydanticCustomError(
-                    "unknown_key",
-                    "unknown key {keys} in {what}; allowed: {allowed}",
-                    {
-                        "keys": ", ".join(repr(k) for k in unknown),
-                        "unknown": unknown,
-                        "what": cls.describe(),
-                        "allowed": ", ".join(allowed),
-                    },
-                )
-        return data
 
     @classmethod
     def describe(cls) -> str:
@@ -111,9 +92,14 @@ class ExchangeSpec(Managed):
             )
         return value
 
+    @field_validator("arguments")
+    @classmethod
+    def _check_arguments(cls, arguments: dict[str, Any]) -> dict[str, Any]:
+        raise_argument_problems(exchange_argument_problems(arguments))
+        return arguments
+
     @model_validator(mode="after")
-    def _check_arguments(self) -> ExchangeSpec:
-        raise_argument_problems(exchange_argument_problems(self.arguments))
+    def _external_stands_alone(self) -> ExchangeSpec:
         if self.external and len(self.model_fields_set - {"external"}) > 0:
             raise ValueError("an external exchange is not managed here: it takes no other keys")
         return self
@@ -123,10 +109,15 @@ class _QueueBase(Managed):
     arguments: Arguments = Field(default_factory=dict, description="x-arguments; the queue type sets which.")
     external: bool = Field(False, description="Exists on the broker but is not managed here; bindings may refer to it.")
 
+    @field_validator("arguments")
+    @classmethod
+    def _check_arguments(cls, arguments: dict[str, Any]) -> dict[str, Any]:
+        # A field validator, not a model one: it runs even when other keys of the queue are wrong.
+        raise_argument_problems(queue_argument_problems(_tag_of(cls) or "classic", arguments))
+        return arguments
+
     @model_validator(mode="after")
-    def _check_arguments(self) -> _QueueBase:
-        queue_type = getattr(self, "type", "classic")
-        raise_argument_problems(queue_argument_problems(queue_type, self.arguments))
+    def _external_stands_alone(self) -> _QueueBase:
         if self.external and len(self.model_fields_set - {"external", "type"}) > 0:
             raise ValueError("an external queue is not managed here: it takes no other keys")
         return self
@@ -253,6 +244,13 @@ class LimitsSpec(Spec):
         return "vhost limits"
 
 
+def _with_type(spec: Any, default: str) -> Any:
+    # Absent and external queues are only names: a type would be one key too many for them.
+    if not isinstance(spec, dict) or "type" in spec or spec.get("absent") or spec.get("external"):
+        return spec
+    return {"type": default, **spec}
+
+
 class VhostSpec(Spec):
     """A virtual host and everything declared in it. Metadata keys left out are not managed."""
 
@@ -285,10 +283,7 @@ class VhostSpec(Spec):
             default = data["default_queue_type"]
             queues = data.get("queues")
             if isinstance(queues, dict):
-                filled = {
-                    name: ({"type": default, **spec} if isinstance(spec, dict) and "type" not in spec else spec)
-                    for name, spec in queues.items()
-                }
+                filled = {name: _with_type(spec, default) for name, spec in queues.items()}
                 data = {**data, "queues": filled}
         return data
 
@@ -336,6 +331,62 @@ class Topology(Spec):
     @classmethod
     def describe(cls) -> str:
         return "the top level"
+
+
+def _unwrap(annotation: Any) -> Any:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
+def model_at(loc: tuple[Any, ...], root: type[BaseModel] | None = None) -> type[Spec] | None:
+    """The model class that validates the mapping at `loc` (pydantic's error location), if any.
+
+    Used to say which keys are allowed where an unknown key was found.
+    """
+    current: Any = root or Topology
+    for element in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = next((f for name, f in current.model_fields.items() if element in (name, f.alias)), None)
+            if field is None:
+                return None
+            current = field.annotation
+            continue
+        origin = get_origin(current)
+        if origin in (Union, UnionType):
+            members = [_unwrap(m) for m in get_args(current) if m is not type(None)]
+            tagged = [m for m in members if isinstance(m, type) and element == _tag_of(m)]
+            if tagged:
+                current = tagged[0]
+                continue
+            if len(members) == 1:
+                current = _descend(members[0])
+                continue
+            return None
+        current = _descend(current)
+    current = _unwrap(current)
+    if get_origin(current) in (Union, UnionType):
+        members = [m for m in get_args(current) if m is not type(None)]
+        current = _unwrap(members[0]) if len(members) == 1 else None
+    return current if isinstance(current, type) and issubclass(current, Spec) else None
+
+
+def _descend(container: Any) -> Any:
+    """dict[str, X] and list[X] take one location element (the key or index) to reach X."""
+    args = get_args(_unwrap(container))
+    return args[-1] if args else None
+
+
+def _tag_of(model: type) -> str | None:
+    field = getattr(model, "model_fields", {}).get("type")
+    if field is not None and get_origin(field.annotation) is Literal:
+        return get_args(field.annotation)[0]
+    return None
+
+
+def allowed_keys(model: type[Spec]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items()]
 
 
 def json_schema() -> dict[str, Any]:

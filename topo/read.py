@@ -46,10 +46,10 @@ def read_actual(client: ManagementClient, vhosts: Iterable[str]) -> Actual:
         return actual
     if len(present) == 1:
         definitions = client.get(api_path("definitions", present[0]), what=f"read definitions of vhost {present[0]!r}")
-        _add_definitions(actual, definitions, default_vhost=present[0], keep=set(present))
+        add_definitions(actual, definitions, default_vhost=present[0], keep=set(present))
     else:
         definitions = client.get("/api/definitions", what="read definitions")
-        _add_definitions(actual, definitions, default_vhost=None, keep=set(present))
+        add_definitions(actual, definitions, default_vhost=None, keep=set(present))
     keep = set(present)
     for item in client.get("/api/operator-policies", what="list operator policies"):
         if item.get("vhost") in keep:
@@ -66,7 +66,9 @@ def _add(actual: Actual, obj: Obj | None) -> None:
         actual.objects[obj.key] = obj
 
 
-def _add_definitions(actual: Actual, definitions: dict[str, Any], default_vhost: str | None, keep: set[str]) -> None:
+def add_definitions(actual: Actual, definitions: dict[str, Any], default_vhost: str | None, keep: set[str]) -> None:
+    """Adds the objects of a definitions export (whole broker or one vhost) in the `keep` vhosts."""
+
     def items(section: str) -> Iterable[tuple[str, dict[str, Any]]]:
         for item in definitions.get(section) or []:
             vhost = item.get("vhost", default_vhost)
@@ -77,7 +79,12 @@ def _add_definitions(actual: Actual, definitions: dict[str, Any], default_vhost:
         _add(actual, exchange_from_broker(vhost, item))
     for vhost, item in items("queues"):
         _add(actual, queue_from_broker(vhost, item))
+    exported_queues = {(vhost, item["name"]) for vhost, item in items("queues")}
     for vhost, item in items("bindings"):
+        # Definitions leave out exclusive queues but not their bindings: a binding to a queue that is not
+        # listed belongs to a connected client's exclusive queue, which topo never touches.
+        if item.get("destination_type") == "queue" and (vhost, item["destination"]) not in exported_queues:
+            continue
         _add(actual, binding_from_broker(vhost, item))
     for vhost, item in items("policies"):
         _add(actual, policy_from_broker(Kind.POLICY, vhost, item))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 _secrets: set[str] = set()
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s]+)@")
 
 
 def register_secret(value: str | None) -> None:
@@ -14,6 +14,11 @@ def register_secret(value: str | None) -> None:
     if value and len(value) >= 3:
         _secrets.add(value)
         _secrets.add(quote(value, safe=""))
+
+
+def forget_secrets() -> None:
+    """For tests: start from an empty registry."""
+    _secrets.clear()
 
 
 def redact_url(url: str) -> str:
@@ -24,6 +29,16 @@ def redact_url(url: str) -> str:
         return f"{match.group('scheme')}{user}:***@" if password else match.group(0)
 
     return _URL_CREDENTIALS.sub(hide, url)
+
+
+def register_url_secret(url: str) -> None:
+    """Registers the password part of any user:password@ in a URL, even a malformed one."""
+    rest = url.split("://", 1)[-1]
+    if "@" in rest:
+        userinfo = rest.rsplit("@", 1)[0].split("/", 1)[0] if "/" in rest.rsplit("@", 1)[0] else rest.rsplit("@", 1)[0]
+        password = userinfo.partition(":")[2]
+        register_secret(password)
+        register_secret(unquote(password))
 
 
 def scrub(text: str) -> str:

@@ -112,7 +112,10 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
         if not node.style and value != raw:
             # An unquoted `${MAX:-100}` means the number 100, as if it had been written there;
             # quote it ("${MAX}") to keep a string.
-            resolved = yaml.safe_load(value) if value.strip() else value
+            try:
+                resolved = yaml.safe_load(value) if value.strip() else value
+            except yaml.YAMLError:
+                return value  # not a YAML scalar of its own (e.g. "*s3cret"): keep the string
             if isinstance(resolved, (int, float, bool)):
                 return resolved
         return value

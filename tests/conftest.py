@@ -1,0 +1,92 @@
+"""Shared fixtures: a real RabbitMQ broker for the integration tests.
+
+By default one throwaway node (see ``rabbitmq_node.py``) is started for the
+whole session. Set ``TOPO_TEST_URL`` (and ``TOPO_TEST_USER`` /
+``TOPO_TEST_PASSWORD``, default guest/guest) to use an existing broker instead.
+
+A broker that cannot be started makes every test that needs it fail with the
+node's log; it is never a skip, so a broken setup cannot pass as green.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+import requests
+from rabbitmq_node import Broker, RabbitNode
+
+# Tests using any of these get the `broker` marker, so `-m "not broker"`
+# selects the tests that run without RabbitMQ.
+BROKER_FIXTURES = frozenset({"broker", "broker_url", "vhost_name"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        # An argument parametrized directly (e.g. a unit test's `broker` dict)
+        # shadows the fixture of that name and needs no broker.
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None:
+            used -= set(callspec.params)
+        if used & BROKER_FIXTURES:
+            item.add_marker(pytest.mark.broker)
+
+
+@pytest.fixture(autouse=True)
+def _broker_for_marked_tests(request: pytest.FixtureRequest) -> None:
+    # A test marked `broker` without asking for a fixture still must not run
+    # (or pass) without a live broker: requesting it fails the test if the
+    # node cannot be started.
+    if request.node.get_closest_marker("broker") is not None and "broker" not in request.fixturenames:
+        request.getfixturevalue("broker")
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    """The broker for this session (external via TOPO_TEST_URL, else a local node)."""
+    url = os.environ.get("TOPO_TEST_URL")
+    if url:
+        yield Broker(
+            url=url.rstrip("/"),
+            user=os.environ.get("TOPO_TEST_USER", "guest"),
+            password=os.environ.get("TOPO_TEST_PASSWORD", "guest"),
+            node=None,
+        )
+        return
+    node = RabbitNode()
+    # Raises (with the node's log) when the node cannot start; pytest caches
+    # that error for the session, so each dependent test errors out at once
+    # instead of waiting for another start attempt.
+    node.start()
+    try:
+        yield Broker(url=node.url, user=node.user, password=node.password, node=node)
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def broker_url(broker: Broker) -> str:
+    """Management API base URL, e.g. ``http://127.0.0.1:15672`` (no trailing slash)."""
+    return broker.url
+
+
+@pytest.fixture
+def vhost_name(request: pytest.FixtureRequest, broker: Broker) -> Iterator[str]:
+    """A vhost name unique to this test; the vhost is deleted after the test.
+
+    The vhost is not created: creating it is usually what is under test.
+    """
+    # Readable in the management UI and logs, yet unique across tests,
+    # parametrisations and reruns against a shared external broker.
+    slug = re.sub(r"[^A-Za-z0-9_]+", "-", request.node.name).strip("-")[:40]
+    name = f"t-{slug}-{secrets.token_hex(3)}"
+    yield name
+    resp = requests.delete(f"{broker.url}/api/vhosts/{quote(name, safe='')}", auth=broker.auth, timeout=30)
+    # 404: the test never created it (or deleted it itself).
+    if resp.status_code not in (204, 404):
+        raise AssertionError(f"cleanup: DELETE vhost {name!r} gave HTTP {resp.status_code}: {resp.text[:300]}")
