@@ -373,3 +373,58 @@ def test_change_behind_topos_back_during_apply_is_reported_as_not_converged(
 
     with pytest.raises(NotConverged, match=r"orders\.parking"):
         apply_and_verify(client, desired, plan, allow_data_loss=False, progress=meddle)
+
+
+def _run_on_terminal(args: list[str], env: dict[str, str], answer: str) -> tuple[int, str]:
+    """Runs topo with a pseudo-terminal as stdin/stdout/stderr, answering its prompt with `answer`."""
+    import os
+    import select
+    import subprocess
+    import sys
+    import time
+
+    master, slave = os.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "topo", *args], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
+    )
+    os.close(slave)
+    output, answered, deadline = b"", False, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal closes when the process exits
+                break
+            if not chunk:
+                break
+            output += chunk
+        if not answered and b"Enter a value:" in output:
+            os.write(master, answer.encode() + b"\n")
+            answered = True
+        if process.poll() is not None and not ready:
+            break
+    code = process.wait(timeout=30)
+    os.close(master)
+    return code, output.decode("utf-8", "replace")
+
+
+def test_apply_asks_on_a_terminal_and_colours_only_there(
+    broker: Any, vhost_name: str, tmp_path: Path, api: Api
+) -> None:
+    import os
+
+    path = tmp_path / "topology.yaml"
+    path.write_text(textwrap.dedent(pipeline(vhost_name)), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    env.update(TOPO_URL=broker.url, TOPO_USER=broker.user, TOPO_PASSWORD=broker.password)
+
+    code, output = _run_on_terminal(["apply", "-f", str(path)], env, "no")
+    assert code == 1 and "Apply cancelled" in output
+    assert "\x1b[32m+\x1b[0m" in output  # a terminal gets colour
+    assert vhost_name not in {v["name"] for v in api.get("vhosts")}
+
+    code, output = _run_on_terminal(["apply", "-f", str(path)], {**env, "NO_COLOR": "1"}, "yes")
+    assert code == 0 and "Apply complete" in output, output
+    assert "\x1b[" not in output  # NO_COLOR wins even on a terminal
+    assert api.get("vhosts", vhost_name)["description"] == "order pipeline"

@@ -503,3 +503,32 @@ def test_quoted_number_variable_is_a_type_error_for_int_arguments(tmp_path: Path
     (problem,) = problems_of(path)
     assert problem.line == 6
     assert "got str '1000'" in problem.message
+
+
+def test_undeclared_dead_letter_and_alternate_exchanges_are_warnings(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            vhosts:
+              v:
+                exchanges:
+                  e: {arguments: {alternate-exchange: nope}}
+                  dlx: {}
+                queues:
+                  q: {arguments: {x-dead-letter-exchange: missing}}
+                  ok: {arguments: {x-dead-letter-exchange: dlx}}
+                  default: {arguments: {x-dead-letter-exchange: ""}}
+                policies:
+                  p: {pattern: x, definition: {dead-letter-exchange: gone}}
+            """
+        ),
+        encoding="utf-8",
+    )
+    warnings = load_topology([str(path)]).desired.warnings
+    assert len(warnings) == 3
+    assert any(w.startswith(f"{path}:4: exchange 'e'") and "'nope'" in w for w in warnings)
+    assert any(w.startswith(f"{path}:7: queue 'q'") and "'missing'" in w for w in warnings)
+    assert any("policy 'p'" in w and "'gone'" in w for w in warnings)
+    result = run_topo("validate", "-f", str(path))
+    assert result.code == 0 and "Warning:" in result.stderr and "'missing'" in result.stderr

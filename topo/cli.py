@@ -97,6 +97,8 @@ def validate(files: Files = None) -> None:
         loaded = load_topology(files or [])
         desired = loaded.desired
         count = len(desired.objects) + len(desired.absent)
+        for warning in desired.warnings:
+            _err(f"Warning: {warning}")
         _out(f"Valid: {len(loaded.files)} file(s), {len(desired.vhosts)} vhost(s), {count} object(s).\n")
         return 0
 

@@ -62,7 +62,7 @@ def adapt_to_broker(desired: Desired, actual: Actual) -> list[str]:
 def build_plan(client: ManagementClient, desired: Desired) -> Plan:
     actual = read_actual(client, scope(desired))
     check_against_broker(desired, actual)
-    warnings = adapt_to_broker(desired, actual)
+    warnings = [*desired.warnings, *adapt_to_broker(desired, actual)]
     result = diff(desired, actual)
     _count_messages(client, result.changes)
     return Plan(result.changes, result.unmanaged, warnings)

@@ -273,7 +273,33 @@ class _Builder:
             self.desired.prune.setdefault(vhost, top)
         if check_references:
             self._check_references()
+            self._check_exchange_arguments()
         return self.desired
+
+    def _check_exchange_arguments(self) -> None:
+        """Dead-letter and alternate exchanges that are not declared: the broker silently drops instead."""
+        desired = self.desired
+        references = (
+            (Kind.QUEUE, "x-dead-letter-exchange", "arguments", "dead-letters to"),
+            (Kind.EXCHANGE, "alternate-exchange", "arguments", "sends unroutable messages to"),
+            (Kind.POLICY, "dead-letter-exchange", "definition", "dead-letters to"),
+            (Kind.POLICY, "alternate-exchange", "definition", "sends unroutable messages to"),
+        )
+        for key, obj in desired.objects.items():
+            for kind, argument, section, verb in references:
+                if key.kind is not kind:
+                    continue
+                target = obj.attrs.get(section, {}).get(argument)
+                if not isinstance(target, str) or target == "" or target.startswith("amq."):
+                    continue
+                exchange = Key(Kind.EXCHANGE, key.vhost, target)
+                if exchange in desired.objects or exchange in desired.external:
+                    continue
+                desired.warnings.append(
+                    f"{desired.locations[key]}: {key.kind.value} {key.name!r} {verb} exchange {target!r}, which "
+                    f"is not declared in vhost {key.vhost!r}: RabbitMQ would drop those messages "
+                    "(declare it, or mark it external: true)"
+                )
 
     def _check_references(self) -> None:
         """Bindings must name objects that the files declare or mark external (or built-in exchanges)."""

@@ -85,6 +85,8 @@ class Desired:
     absent_vhosts: list[str] = field(default_factory=list)
     prune: dict[str, bool] = field(default_factory=dict)
     locations: dict[Key, Location] = field(default_factory=dict)
+    # Legal but probably wrong (RabbitMQ accepts them and then drops messages): shown, never fatal.
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
