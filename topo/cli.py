@@ -7,7 +7,8 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Annotated, Any
+from dataclasses import asdict, dataclass, field
+from typing import Annotated
 
 import typer
 
@@ -18,7 +19,7 @@ from topo.engine import apply_and_verify, build_plan
 from topo.errors import TopoError
 from topo.load import Loaded, load_topology
 from topo.model import json_schema
-from topo.plan import Step
+from topo.plan import Plan, Step
 from topo.redact import scrub
 from topo.render import render_json, render_text
 
@@ -84,9 +85,23 @@ def _guarded(body: Callable[[], int]) -> None:
     raise typer.Exit(code)
 
 
-def _connect(loaded: Loaded, **options: Any) -> ManagementClient:
-    connection = resolve_connection(env=os.environ, broker=loaded.broker, **options)
-    return ManagementClient(connection)
+@dataclass(frozen=True)
+class ConnectionOptions:
+    url: str | None
+    user: str | None
+    password: str | None = field(repr=False)
+    ca_cert: str | None
+    client_cert: str | None
+    client_key: str | None
+    insecure: bool
+    timeout: float | None
+
+
+def _load_and_plan(files: list[str] | None, options: ConnectionOptions) -> tuple[Loaded, ManagementClient, Plan]:
+    loaded = load_topology(files or [])
+    connection = resolve_connection(env=os.environ, broker=loaded.broker, **asdict(options))
+    client = ManagementClient(connection)
+    return loaded, client, build_plan(client, loaded.desired)
 
 
 @app.command()
@@ -125,19 +140,8 @@ def plan(
     """Show what apply would change on the live broker."""
 
     def run() -> int:
-        loaded = load_topology(files or [])
-        client = _connect(
-            loaded,
-            url=url,
-            user=user,
-            password=password,
-            ca_cert=ca_cert,
-            client_cert=client_cert,
-            client_key=client_key,
-            insecure=insecure,
-            timeout=timeout,
-        )
-        the_plan = build_plan(client, loaded.desired)
+        options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
+        _, _, the_plan = _load_and_plan(files, options)
         _out(render_json(the_plan) if as_json else render_text(the_plan, _colour(no_color)))
         return 2 if detailed_exitcode and not the_plan.empty else 0
 
@@ -165,19 +169,8 @@ def apply(
     """Show the plan, ask, then make the broker match the files and verify it does."""
 
     def run() -> int:
-        loaded = load_topology(files or [])
-        client = _connect(
-            loaded,
-            url=url,
-            user=user,
-            password=password,
-            ca_cert=ca_cert,
-            client_cert=client_cert,
-            client_key=client_key,
-            insecure=insecure,
-            timeout=timeout,
-        )
-        the_plan = build_plan(client, loaded.desired)
+        options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
+        loaded, client, the_plan = _load_and_plan(files, options)
         if as_json and not auto_approve:
             raise TopoError("--json needs --auto-approve: there is no one to ask")
         _out(render_json(the_plan) if as_json else render_text(the_plan, _colour(no_color)))
