@@ -207,7 +207,7 @@ def _progress_printer() -> Callable[[int, int, Step], None]:
     tty = sys.stderr.isatty()
 
     def show(done: int, total: int, step: Step) -> None:
-        if total < 50:
+        if total < 200:
             return
         if tty:
             sys.stderr.write(f"\r  applied {done}/{total}")
