@@ -7,7 +7,15 @@ system RabbitMQ service or another test run on the same machine.
 Usage::
 
     with RabbitNode() as node:
-        requests.get(node.url + "/api/overview", auth=("guest", "guest"))
+        requests.get(node.url + "/api/overview", auth=(node.user, node.password))
+        node.rabbitmqctl("list_queues", "-p", "/")
+
+    # Extra rabbitmq.conf lines, e.g. an HTTPS management listener:
+    port = free_ports(1)[0]
+    RabbitNode([f"management.ssl.port = {port}", "management.ssl.certfile = /path/cert.pem", ...])
+
+Runs as root (the Debian wrapper then runs the node as the `rabbitmq` user) or
+as any user (then the scripts in /usr/lib/rabbitmq/bin are used directly).
 """
 
 from __future__ import annotations
@@ -89,7 +97,7 @@ def _is_rabbitmq_user(uid: int) -> bool:
         return False
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """Ask the kernel for ``count`` distinct free TCP ports.
 
     All sockets are held open until every port is chosen so the kernel cannot
@@ -203,7 +211,7 @@ class RabbitNode:
         suffix = "" if n == 1 else f"-{n}"
         # Short name on localhost: needs no DNS and is unique per test process.
         self.nodename = f"topo-test-{os.getpid()}{suffix}@localhost"
-        self.amqp_port, self.dist_port, self.mgmt_port, self.mqtt_port = _free_ports(4)
+        self.amqp_port, self.dist_port, self.mgmt_port, self.mqtt_port = free_ports(4)
         self.base_dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self.start_seconds: float | None = None
@@ -241,6 +249,9 @@ class RabbitNode:
         self.stop()
 
     def start(self) -> None:
+        """Start the node and wait until it has fully booted (see ``start_timeout``)."""
+        if self.base_dir is not None:
+            raise RabbitNodeError(f"{self.nodename} was already started; use a new RabbitNode")
         server = _find_program("rabbitmq-server")
         if server is None or _find_program("rabbitmqctl") is None:
             raise RuntimeError(f"rabbitmq-server is not installed; {_SETUP_HINT}")

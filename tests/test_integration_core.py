@@ -428,3 +428,16 @@ def test_apply_asks_on_a_terminal_and_colours_only_there(
     assert code == 0 and "Apply complete" in output, output
     assert "\x1b[" not in output  # NO_COLOR wins even on a terminal
     assert api.get("vhosts", vhost_name)["description"] == "order pipeline"
+
+
+def test_several_limits_of_one_vhost_all_land(topo, api: Api, vhost_name: str) -> None:
+    # The broker stores a vhost's limits in one record: concurrent PUTs would lose all but one.
+    for round_number in range(1, 6):
+        topology = f"""
+        vhosts:
+          {json.dumps(vhost_name)}:
+            limits: {{max-connections: {100 + round_number}, max-queues: {200 + round_number}}}
+        """
+        assert topo("apply", "--auto-approve", topology=topology).code == 0
+        limits = api.get("vhost-limits", vhost_name)[0]["value"]
+        assert limits == {"max-connections": 100 + round_number, "max-queues": 200 + round_number}

@@ -37,18 +37,29 @@ class Step:
     phase: Action  # CREATE, UPDATE or DELETE
 
 
-def steps(changes: list[Change]) -> list[Step]:
-    """The changes as executable steps, in dependency order, deterministic within each slot."""
-    out: list[Step] = []
+def stages(changes: list[Change]) -> list[list[Step]]:
+    """The changes as executable steps, one stage per ORDER slot, deterministic within each.
+
+    Steps in one stage never depend on each other, so a stage may run in parallel; stages run in order.
+    """
+    out: list[list[Step]] = []
     for actions, kind in ORDER:
         slot = sorted((c for c in changes if c.kind is kind and c.action in actions), key=lambda c: c.key)
+        stage = []
         for change in slot:
             if change.action is Action.REPLACE:
                 phase = Action.DELETE if Action.DELETE in actions else Action.CREATE
             else:
                 phase = change.action
-            out.append(Step(change, phase))
+            stage.append(Step(change, phase))
+        if stage:
+            out.append(stage)
     return out
+
+
+def steps(changes: list[Change]) -> list[Step]:
+    """All steps in dependency order."""
+    return [step for stage in stages(changes) for step in stage]
 
 
 _DISPLAY_ORDER = {
