@@ -61,8 +61,8 @@ def test_parse_url(url: str, expected: ParsedUrl) -> None:
         ("ftp://user:Hunter2Secret@host", "unsupported URL: use http(s)://host:port"),
         ("mqtt://user:Hunter2Secret@host:1883", "unsupported URL"),
         ("http://user:Hunter2Secret@:15672", "has no host"),
-        ("http://user:Hunter2Secret@host:99999", "has an invalid port"),
-        ("http://user:Hunter2Secret@host:port", "has an invalid port"),
+        ("http://user:Hunter2Secret@host:99999", "invalid URL"),
+        ("http://user:Hunter2Secret@host:port", "invalid URL"),
     ],
 )
 def test_bad_url_is_a_config_error_without_the_password(url: str, message: str) -> None:

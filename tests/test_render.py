@@ -221,7 +221,17 @@ def test_json_shape() -> None:
     assert set(data) == {"format_version", "changes", "summary", "data_loss", "unmanaged", "warnings"}
     assert len(data["changes"]) == len(plan.changes)
     for item, change in zip(data["changes"], plan.changes, strict=True):
-        assert set(item) == {"action", "kind", "vhost", "name", "before", "after", "reason", "messages"}
+        assert set(item) == {
+            "action",
+            "kind",
+            "vhost",
+            "name",
+            "before",
+            "after",
+            "reason",
+            "messages",
+            "messages_unknown",
+        }
         assert item["action"] == change.action.value
         assert item["kind"] == change.kind.value
         assert item["vhost"] == change.key.vhost

@@ -532,3 +532,45 @@ def test_undeclared_dead_letter_and_alternate_exchanges_are_warnings(tmp_path: P
     assert any("policy 'p'" in w and "'gone'" in w for w in warnings)
     result = run_topo("validate", "-f", str(path))
     assert result.code == 0 and "Warning:" in result.stderr and "'missing'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "fragment"),
+    [
+        ("vhosts:\n  v:\n    tags: ['a,b']\n", 3, "tags cannot contain commas"),
+        ("vhosts:\n  v:\n    queues:\n      q: {arguments: {x-foo: }}\n", 4, "has no value (null)"),
+        ("vhosts:\n  v:\n    queues:\n      q: {arguments: {x-foo: .inf}}\n", 4, "must be a finite number"),
+        ("vhosts:\n  v:\n    queues:\n      1: {}\n", 4, "name 1 must be a string"),
+        (
+            "vhosts:\n  v:\n    policies:\n      p: {pattern: x, definition: {max-length: 99999999999999999999}}\n",
+            4,
+            "out of range for a 64-bit integer",
+        ),
+        ("broker: {timeout: 0}\n", 1, "greater than 0"),
+        ("vhosts:\n  v: {absent: true}\n  w: {}\n  v: {}\n", 4, "duplicate key"),
+    ],
+)
+def test_values_the_broker_would_reject_mid_apply(tmp_path: Path, body: str, line: int, fragment: str) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(body, encoding="utf-8")
+    with pytest.raises(ValidationFailed) as caught:
+        load_topology([str(path)])
+    assert any(p.line == line and fragment in p.message for p in caught.value.problems), caught.value
+
+
+def test_merge_keys_let_own_keys_override_and_absent_vhost_conflicts_in_any_order(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "vhosts:\n  v:\n    queues:\n      base: &b {durable: true, auto_delete: true}\n"
+        "      a: {<<: *b, durable: false}\n",
+        encoding="utf-8",
+    )
+    queue = load_topology([str(path)]).desired.objects[Key(Kind.QUEUE, "v", "a")]
+    assert queue.attrs["durable"] is False and queue.attrs["auto_delete"] is True
+    for first, second in (("absent: true", "queues: {q: {}}"), ("queues: {q: {}}", "absent: true")):
+        folder = tmp_path / f"d{len(first)}"
+        folder.mkdir()
+        (folder / "a.yaml").write_text(f"vhosts:\n  v: {{{first}}}\n", encoding="utf-8")
+        (folder / "b.yaml").write_text(f"vhosts:\n  v: {{{second}}}\n", encoding="utf-8")
+        with pytest.raises(ValidationFailed, match="declared"):
+            load_topology([str(folder)])

@@ -92,8 +92,9 @@ def execute(client: ManagementClient, step: Step, allow_data_loss: bool) -> None
     if step.phase is Action.DELETE:
         if kind is Kind.BINDING:
             _delete_binding(client, change, what)
-        elif kind is Kind.QUEUE and not allow_data_loss:
+        elif kind is Kind.QUEUE and not allow_data_loss and (change.before or {}).get("type") == "classic":
             # The plan saw no messages; if some arrived since, let the broker refuse instead of losing them.
+            # Only classic queues honour if-empty: quorum queues reject it, streams ignore it.
             client.request("DELETE", path + "?if-empty=true", what=what, ok=(404,))
         else:
             client.delete(path, what=what)

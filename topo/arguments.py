@@ -93,11 +93,35 @@ def check_argument(name: str, value: Any, rule: ArgumentRule) -> str | None:
     return None
 
 
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def value_problem(value: Any) -> str | None:
+    """What no AMQP table can carry: null, infinities/NaN, integers beyond 64 bits."""
+    if value is None:
+        return "has no value (null); write a value, or remove the key"
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return f"must be a finite number, got {value}"
+    if type(value) is int and not INT64[0] <= value <= INT64[1]:
+        return "is out of range for a 64-bit integer"
+    if isinstance(value, list):
+        return next((p for p in map(value_problem, value) if p), None)
+    if isinstance(value, dict):
+        return next((p for p in map(value_problem, value.values()) if p), None)
+    return None
+
+
+def generic_argument_problems(arguments: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(name, problem) for name, value in arguments.items() if (problem := value_problem(value))]
+
+
 def queue_argument_problems(queue_type: str, arguments: dict[str, Any]) -> list[tuple[str, str]]:
     """(argument name, reason) for every argument the broker would reject or misread."""
-    problems: list[tuple[str, str]] = []
+    problems = generic_argument_problems(arguments)
     allowed = sorted(n for n, r in QUEUE_ARGUMENTS.items() if queue_type in r.queue_types)
     for name, value in arguments.items():
+        if value_problem(value):
+            continue
         if name == "x-queue-type":
             problems.append((name, "set the queue type with the `type` key, not as an argument"))
             continue
@@ -120,10 +144,10 @@ def queue_argument_problems(queue_type: str, arguments: dict[str, Any]) -> list[
 
 
 def exchange_argument_problems(arguments: dict[str, Any]) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
+    problems = generic_argument_problems(arguments)
     for name, value in arguments.items():
         rule = EXCHANGE_ARGUMENTS.get(name)
-        if rule is not None:
+        if rule is not None and not value_problem(value):
             reason = check_argument(name, value, rule)
             if reason:
                 problems.append((name, reason))

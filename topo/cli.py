@@ -45,12 +45,16 @@ CaCert = Annotated[str | None, typer.Option("--ca-cert", help="CA bundle to veri
 ClientCert = Annotated[str | None, typer.Option("--client-cert", help="Client certificate (PEM).")]
 ClientKey = Annotated[str | None, typer.Option("--client-key", help="Client certificate key (PEM).")]
 Insecure = Annotated[bool, typer.Option("--insecure", help="Do not verify the broker's TLS certificate.")]
-Timeout = Annotated[float | None, typer.Option(help="Seconds to wait for each request. Default: 30.")]
+Timeout = Annotated[
+    float | None, typer.Option(min=0.1, max=3600, help="Seconds to wait for each request. Default: 30.")
+]
 NoColor = Annotated[bool, typer.Option("--no-color", help="No colour (also: NO_COLOR set, or not a terminal).")]
 
 
 def _out(text: str) -> None:
-    sys.stdout.write(scrub(text))
+    # Plans and JSON are built from the files and the broker, never from credentials; scrubbing them
+    # would corrupt names or numbers that happen to equal a password.
+    sys.stdout.write(text)
     sys.stdout.flush()
 
 

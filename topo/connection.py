@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 from topo.errors import ConfigError
 from topo.model import BrokerSpec
-from topo.redact import redact_url, register_secret, register_url_secret
+from topo.redact import register_secret, register_url_secret
 
 DEFAULT_URL = "http://localhost:15672"
 
@@ -39,7 +39,11 @@ class ParsedUrl:
 def parse_url(url: str) -> ParsedUrl:
     """Management base URL (and any credentials) from an http(s):// or amqp(s):// URL."""
     register_url_secret(url)
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for an invalid port
+    except ValueError:
+        raise ConfigError("invalid URL: use http(s)://host:port or amqp(s)://user:password@host/vhost") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https", "amqp", "amqps") or "://" not in url:
         # Not echoed: a malformed URL may hold a password the parser did not recognise as one.
@@ -47,16 +51,13 @@ def parse_url(url: str) -> ParsedUrl:
             "unsupported URL: use http(s)://host:port for the management API or amqp(s)://user:password@host/vhost"
         )
     if not parts.hostname:
-        raise ConfigError(f"URL {redact_url(url)!r} has no host")
+        raise ConfigError("URL has no host: use http(s)://host:port or amqp(s)://user:password@host/vhost")
     host = parts.hostname
     if ":" in host:
         host = f"[{host}]"
     user = unquote(parts.username) if parts.username is not None else None
     password = unquote(parts.password) if parts.password is not None else None
-    try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError(f"URL {redact_url(url)!r} has an invalid port") from None
+    port = parts.port
     vhost: str | None = None
     if scheme in ("amqp", "amqps"):
         # The AMQP port says nothing about the management port: https on 443, http on 15672.
@@ -93,7 +94,8 @@ def resolve_connection(
     chosen_password = password or env.get("TOPO_PASSWORD") or spec.password
     if chosen_password is None:
         chosen_password = parsed.password if parsed.password is not None else "guest"
-    register_secret(chosen_password)
+    if chosen_password != "guest":  # RabbitMQ's well-known default is no secret; scrubbing it garbles text
+        register_secret(chosen_password)
     if parsed.password:
         register_secret(parsed.password)
     ca = ca_cert or env.get("TOPO_CA_CERT") or spec.ca_cert

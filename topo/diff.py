@@ -29,6 +29,7 @@ class Change:
     after: dict[str, Any] | None
     reason: str | None = None
     messages: int | None = None  # messages that would be lost (queues and vhosts being deleted or replaced)
+    messages_unknown: bool = False  # the broker could not count them (treated as holding messages)
 
     @property
     def kind(self) -> Kind:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from topo.apply import Progress, apply_plan
 from topo.client import ManagementClient
-from topo.diff import Action, diff
+from topo.diff import Action, Change, diff
 from topo.errors import NotConverged, Problem, ValidationFailed
 from topo.plan import Plan
 from topo.read import message_counts, read_actual
@@ -68,20 +68,26 @@ def build_plan(client: ManagementClient, desired: Desired) -> Plan:
     return Plan(result.changes, result.unmanaged, warnings)
 
 
-def _count_messages(client: ManagementClient, changes: list) -> None:
-    """Message counts, only for the vhosts where the plan destroys a queue or the vhost itself."""
+def _count_messages(client: ManagementClient, changes: list[Change]) -> None:
+    """Message counts, only for the queues the plan destroys (all queues of a vhost it deletes)."""
     destructive = [
         c for c in changes if c.action in (Action.DELETE, Action.REPLACE) and c.kind in (Kind.QUEUE, Kind.VHOST)
     ]
-    counts: dict[str, dict[str, int]] = {}
+    whole_vhosts = {c.key.vhost for c in destructive if c.kind is Kind.VHOST}
+    wanted: dict[str, set[str]] = {}
     for change in destructive:
-        vhost = change.key.vhost
-        if vhost not in counts:
-            counts[vhost] = message_counts(client, vhost)
         if change.kind is Kind.QUEUE:
-            change.messages = counts[vhost].get(change.key.name, 0)
-        else:
-            change.messages = sum(counts[vhost].values())
+            wanted.setdefault(change.key.vhost, set()).add(change.key.name)
+    counts = {
+        vhost: message_counts(client, vhost, None if vhost in whole_vhosts else wanted.get(vhost))
+        for vhost in whole_vhosts | set(wanted)
+    }
+    for change in destructive:
+        found = counts[change.key.vhost]
+        values = [found.get(change.key.name, 0)] if change.kind is Kind.QUEUE else list(found.values())
+        change.messages = sum(v for v in values if v is not None)
+        # A count the broker cannot give is treated as messages: refusing is the safe mistake.
+        change.messages_unknown = any(v is None for v in values)
 
 
 def apply_and_verify(

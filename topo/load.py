@@ -103,6 +103,13 @@ def _problems_from_validation(error: ValidationError, filename: str, raw: Any) -
                 path = (*loc, name) if loc and loc[-1] == "arguments" else (*loc, "arguments", name)
                 problems.append(Problem(filename, line_of(raw, path), format_path(path), reason))
             continue
+        if raw_loc and raw_loc[-1] == "[key]":
+            loc = tuple(part for part in loc if part != "[key]")
+            name = loc[-1] if loc else "?"
+            problems.append(
+                Problem(filename, line_of(raw, loc), format_path(loc), f"name {name!r} must be a string: quote it")
+            )
+            continue
         sensitive = any("password" in str(part) for part in loc)
         value = item.get("input")
         if (
@@ -181,9 +188,17 @@ class _Builder:
             self.problems.append(Problem(source.path, at().line, "vhosts", "a vhost name must not be empty"))
             return
         if spec.absent:
+            if vhost in self.desired.vhosts:
+                first = self.desired.locations[Key(Kind.VHOST, vhost, vhost)]
+                self.problems.append(Problem(source.path, at().line, format_path(base), f"declared at {first}"))
+                return
             self._add(vhost_from_spec(vhost, spec), at(), base, absent=True)
             if vhost not in self.desired.absent_vhosts:
                 self.desired.absent_vhosts.append(vhost)
+            return
+        if Key(Kind.VHOST, vhost, vhost) in self.desired.absent:
+            first = self.desired.locations[Key(Kind.VHOST, vhost, vhost)]
+            self.problems.append(Problem(source.path, at().line, format_path(base), f"declared absent at {first}"))
             return
         if vhost not in self.desired.vhosts:
             self.desired.vhosts.append(vhost)
@@ -193,7 +208,9 @@ class _Builder:
                 value = getattr(spec.limits, field_name)
                 if value is not None:
                     alias = fieldinfo.alias or field_name
-                    self._add(limit_obj(vhost, alias, value), at("limits", alias), (*base, "limits", alias))
+                    # The broker stores a negative limit as no limit at all: that is "absent" here.
+                    path = (*base, "limits", alias)
+                    self._add(limit_obj(vhost, alias, value), at("limits", alias), path, absent=value < 0)
         for name, exchange in spec.exchanges.items():
             path = (*base, "exchanges", name)
             self._check_name(source, "exchange", name, path)

@@ -26,6 +26,7 @@ from topo.arguments import (
     BUILTIN_EXCHANGE_TYPES,
     HEADERS_MATCH,
     exchange_argument_problems,
+    generic_argument_problems,
     queue_argument_problems,
 )
 
@@ -186,6 +187,12 @@ class BindingSpec(Managed):
     def describe(cls) -> str:
         return "a binding"
 
+    @field_validator("arguments")
+    @classmethod
+    def _check_arguments(cls, arguments: dict[str, Any]) -> dict[str, Any]:
+        raise_argument_problems(generic_argument_problems(arguments))
+        return arguments
+
     @model_validator(mode="after")
     def _check(self) -> BindingSpec:
         match = self.arguments.get("x-match")
@@ -221,6 +228,14 @@ class PolicySpec(Managed):
         except re.error as exc:
             raise ValueError(f"pattern {value!r} is not a valid regular expression: {exc}") from None
         return value
+
+    @field_validator("definition")
+    @classmethod
+    def _check_definition(cls, definition: dict[str, Any]) -> dict[str, Any]:
+        problems = generic_argument_problems(definition)
+        if problems:
+            raise ValueError("; ".join(f"{name} {problem}" for name, problem in problems))
+        return definition
 
     @model_validator(mode="after")
     def _complete(self) -> PolicySpec:
@@ -275,6 +290,15 @@ class VhostSpec(Spec):
     def describe(cls) -> str:
         return "a vhost"
 
+    @field_validator("tags")
+    @classmethod
+    def _tags_without_commas(cls, tags: list[str]) -> list[str]:
+        # The management API joins and splits tags on commas: a comma inside a tag cannot survive.
+        bad = [tag for tag in tags if "," in tag]
+        if bad:
+            raise ValueError(f"tags cannot contain commas: {bad}")
+        return tags
+
     @model_validator(mode="before")
     @classmethod
     def _queue_type_default(cls, data: Any) -> Any:
@@ -306,7 +330,7 @@ class BrokerSpec(Spec):
     client_cert: str | None = None
     client_key: str | None = None
     insecure: bool = False
-    timeout: float | int = 30
+    timeout: float | int = Field(30, gt=0, le=3600, description="Seconds to wait for each request.")
 
     @classmethod
     def describe(cls) -> str:

@@ -73,6 +73,11 @@ _DISPLAY_ORDER = {
 }
 
 
+def _loss(change: Change) -> str:
+    count = f"{change.messages or 0} message(s)"
+    return count + " counted, more uncountable" if change.messages_unknown else count
+
+
 @dataclass(slots=True)
 class Plan:
     changes: list[Change] = field(default_factory=list)
@@ -100,15 +105,14 @@ class Plan:
             for c in self.changes
             if c.action in (Action.DELETE, Action.REPLACE)
             and c.kind in (Kind.QUEUE, Kind.VHOST)
-            and (c.messages or 0) > 0
+            and ((c.messages or 0) > 0 or c.messages_unknown)
         ]
 
     def raise_if_unsafe(self, allow_data_loss: bool) -> None:
         losses = self.data_loss()
         if losses and not allow_data_loss:
             lines = "\n".join(
-                f"  {c.action.value} {c.kind.value} {c.key.name!r} in vhost {c.key.vhost!r}: {c.messages} message(s)"
-                for c in losses
+                f"  {c.action.value} {c.kind.value} {c.key.name!r} in vhost {c.key.vhost!r}: {_loss(c)}" for c in losses
             )
             raise UnsafePlan(
                 f"refusing to apply: the plan would destroy messages:\n{lines}\n"

@@ -90,11 +90,25 @@ def add_definitions(actual: Actual, definitions: dict[str, Any], default_vhost: 
         _add(actual, policy_from_broker(Kind.POLICY, vhost, item))
 
 
-def message_counts(client: ManagementClient, vhost: str) -> dict[str, int]:
-    """Messages per queue in a vhost, from the cheap totals-only listing."""
+def message_counts(client: ManagementClient, vhost: str, names: set[str] | None = None) -> dict[str, int | None]:
+    """Messages per queue in a vhost (of `names`, or all), None where the broker cannot say.
+
+    The totals-only listing is cheap but leaves streams out (no `messages` key) and lags a few seconds
+    for quorum queues; streams are therefore asked one by one, with stats, which does count them.
+    """
     queues = client.get(
         api_path("queues", vhost),
         what=f"count messages in vhost {vhost!r}",
         params={"disable_stats": "true", "enable_queue_totals": "true", "columns": "name,messages"},
     )
-    return {q["name"]: int(q.get("messages") or 0) for q in queues}
+    counts: dict[str, int | None] = {}
+    for queue in queues:
+        name = queue["name"]
+        if names is not None and name not in names:
+            continue
+        count = queue.get("messages")
+        if count is None:
+            detail = client.get_or_none(api_path("queues", vhost, name), what=f"count messages in queue {name!r}")
+            count = (detail or {}).get("messages")
+        counts[name] = int(count) if count is not None else None
+    return counts

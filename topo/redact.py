@@ -6,7 +6,7 @@ import re
 from urllib.parse import quote, unquote
 
 _secrets: set[str] = set()
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s]+)@")
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^\s@]*(?:@[^\s@]*)*)@")
 
 
 def register_secret(value: str | None) -> None:
@@ -32,11 +32,10 @@ def redact_url(url: str) -> str:
 
 
 def register_url_secret(url: str) -> None:
-    """Registers the password part of any user:password@ in a URL, even a malformed one."""
+    """Registers the password of a user:password@ in a URL, even a malformed one (it may hold / or @)."""
     rest = url.split("://", 1)[-1]
     if "@" in rest:
-        userinfo = rest.rsplit("@", 1)[0].split("/", 1)[0] if "/" in rest.rsplit("@", 1)[0] else rest.rsplit("@", 1)[0]
-        password = userinfo.partition(":")[2]
+        password = rest.rsplit("@", 1)[0].partition(":")[2]
         register_secret(password)
         register_secret(unquote(password))
 

@@ -67,6 +67,8 @@ def _change_lines(change: Change, paint: _Painter) -> list[str]:
     if change.messages:
         warning = f"{pad}# holds {_count(change.messages, 'message')}: they would be lost"
         lines.append(paint(warning, "1;31"))
+    if change.messages_unknown:
+        lines.append(paint(f"{pad}# the broker cannot count its messages: treated as holding some", "1;31"))
     return lines
 
 
@@ -137,6 +139,7 @@ def change_to_json(change: Change) -> dict[str, Any]:
         "after": change.after,
         "reason": change.reason,
         "messages": change.messages,
+        "messages_unknown": change.messages_unknown,
     }
 
 

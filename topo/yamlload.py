@@ -68,22 +68,29 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LocDict:
         if not isinstance(node, yaml.MappingNode):  # pragma: no cover - PyYAML calls us only for mappings
             raise yaml.constructor.ConstructorError(None, None, "expected a mapping", node.start_mark)
-        self.flatten_mapping(node)
+        own = {id(key) for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge"}
+        self.flatten_mapping(node)  # merged pairs (<<: *anchor) come first; the node's own keys override them
         result = LocDict()
         result.line = node.start_mark.line + 1
         result.lines = {}
+        own_seen: dict[tuple[type, Any], int] = {}
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if not isinstance(key, (str, int, float, bool)) or key is None:
                 self.problems.append(Problem(self.filename, line, "", "mapping keys must be plain scalars"))
                 continue
-            if key in result:
-                first = result.lines[key]
-                self.problems.append(
-                    Problem(self.filename, line, str(key), f"duplicate key (first defined at line {first})")
-                )
-                continue
+            if id(key_node) in own:
+                # 1 and true are equal in Python but different keys in YAML: compare type too.
+                identity = (type(key), key)
+                if identity in own_seen:
+                    self.problems.append(
+                        Problem(
+                            self.filename, line, str(key), f"duplicate key (first defined at line {own_seen[identity]})"
+                        )
+                    )
+                    continue
+                own_seen[identity] = line
             result[key] = self.construct_object(value_node, deep=True)
             result.lines[key] = line
         return result
