@@ -482,3 +482,27 @@ def test_negative_limit_means_no_limit_and_converges(topo, api: Api, vhost_name:
     assert topo("apply", "--auto-approve").code == 0
     assert api.get("vhost-limits", vhost_name)[0]["value"] == {"max-queues": 20}
     assert topo("plan", "--detailed-exitcode").code == 0
+
+
+def test_messages_arriving_after_the_plan_stop_a_vhost_delete(
+    topo, api: Api, vhost_name: str, broker: Any, tmp_path: Path
+) -> None:
+    from topo.client import ManagementClient
+    from topo.connection import resolve_connection
+    from topo.engine import apply_and_verify, build_plan
+    from topo.errors import ApplyFailed
+    from topo.load import load_topology
+
+    assert topo("apply", "--auto-approve", topology=pipeline(vhost_name)).code == 0
+    path = tmp_path / "gone.yaml"
+    path.write_text(f"vhosts:\n  {json.dumps(vhost_name)}: {{absent: true}}\n", encoding="utf-8")
+    desired = load_topology([str(path)]).desired
+    client = ManagementClient(
+        resolve_connection(url=broker.url, user=broker.user, password=broker.password, env={}, broker=None)
+    )
+    plan = build_plan(client, desired)
+    assert plan.data_loss() == []  # empty when planned
+    api.publish(vhost_name, "orders.parking")  # ...but not when applied
+    with pytest.raises(ApplyFailed, match="holds messages"):
+        apply_and_verify(client, desired, plan, allow_data_loss=False)
+    assert vhost_name in {v["name"] for v in api.get("vhosts")}

@@ -9,8 +9,9 @@ from urllib.parse import quote
 
 from topo.client import ManagementClient, api_path
 from topo.diff import Action, Change
-from topo.errors import ApplyFailed, BrokerError
+from topo.errors import ApplyFailed, BrokerError, StepRefused
 from topo.plan import Plan, Step, stages
+from topo.read import message_counts
 from topo.render import display_name
 from topo.state import Kind, same_value
 
@@ -80,6 +81,15 @@ def _delete_binding(client: ManagementClient, change: Change, what: str) -> None
             return
 
 
+def _refuse_if_messages_arrived(client: ManagementClient, change: Change, what: str) -> None:
+    """Counts again just before a delete the broker cannot make conditional (quorum, stream, vhost)."""
+    names = None if change.kind is Kind.VHOST else {change.key.name}
+    counts = message_counts(client, change.key.vhost, names)
+    if any(count is None or count > 0 for count in counts.values()):
+        held = sum(count or 0 for count in counts.values())
+        raise StepRefused(what, f"it now holds messages ({held} counted) that the plan did not; --allow-data-loss")
+
+
 def execute(client: ManagementClient, step: Step, allow_data_loss: bool) -> None:
     change, what = step.change, describe(step)
     kind, vhost, name = change.kind, change.key.vhost, change.key.name
@@ -97,6 +107,8 @@ def execute(client: ManagementClient, step: Step, allow_data_loss: bool) -> None
             # Only classic queues honour if-empty: quorum queues reject it, streams ignore it.
             client.request("DELETE", path + "?if-empty=true", what=what, ok=(404,))
         else:
+            if kind in (Kind.QUEUE, Kind.VHOST) and not allow_data_loss:
+                _refuse_if_messages_arrived(client, change, what)
             client.delete(path, what=what)
     elif kind is Kind.BINDING:
         client.request("POST", path, what=what, body=_body(change), idempotent=True)

@@ -49,6 +49,14 @@ class BrokerError(TopoError):
         super().__init__(f"{action}: {status_text}: {reason}")
 
 
+class StepRefused(BrokerError):
+    """topo itself refused a step at the last moment (e.g. messages arrived since the plan)."""
+
+    def __init__(self, action: str, reason: str):
+        self.action, self.status, self.reason = action, None, reason
+        TopoError.__init__(self, f"{action}: refused: {reason}")
+
+
 class UnsafePlan(TopoError):
     """The plan would lose data or lock the caller out; the message names the flag that allows it."""
 
