@@ -104,6 +104,8 @@ class ConnectionOptions:
 def _load_and_plan(files: list[str] | None, options: ConnectionOptions) -> tuple[Loaded, ManagementClient, Plan]:
     loaded = load_topology(files or [])
     connection = resolve_connection(env=os.environ, broker=loaded.broker, **asdict(options))
+    if connection.verify is False and connection.url.startswith("https:"):
+        _err(f"Warning: not verifying the TLS certificate of {connection.url} (--insecure)")
     client = ManagementClient(connection)
     return loaded, client, build_plan(client, loaded.desired)
 
