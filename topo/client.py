@@ -86,7 +86,16 @@ class ManagementClient:
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                response = self.session.request(method, url, data=data, params=params, timeout=self.connection.timeout)
+                # verify and cert per request: requests lets REQUESTS_CA_BUNDLE override session.verify.
+                response = self.session.request(
+                    method,
+                    url,
+                    data=data,
+                    params=params,
+                    timeout=self.connection.timeout,
+                    verify=self.connection.verify,
+                    cert=self.connection.client_cert,
+                )
             except requests.exceptions.SSLError as exc:
                 raise BrokerError(what, None, scrub(f"TLS error talking to {self.connection.url}: {exc}")) from None
             except (requests.ConnectionError, requests.Timeout) as exc:

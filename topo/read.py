@@ -8,6 +8,7 @@ fetched later, only for queues the plan would destroy.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from topo.client import ManagementClient, api_path
@@ -31,34 +32,39 @@ def read_overview(client: ManagementClient) -> dict[str, Any]:
 
 
 def read_actual(client: ManagementClient, vhosts: Iterable[str]) -> Actual:
-    """Everything topo compares, for the given vhosts (those that exist)."""
+    """Everything topo compares, for the given vhosts (those that exist).
+
+    Three requests, sent at once: the overview (version, exchange types), the vhost list (metadata
+    that definitions lack) and the definitions themselves, which also carry operator policies and
+    limits (as parameters). Definitions of one vhost when only one is managed, else of the broker.
+    """
     wanted = list(dict.fromkeys(vhosts))
-    actual = Actual()
-    overview = read_overview(client)
-    actual.version = str(overview.get("rabbitmq_version", ""))
-    actual.exchange_types = {t["name"] for t in overview.get("exchange_types", []) if "name" in t}
-    for item in client.get("/api/vhosts", what="list vhosts", params={"disable_stats": "true"}):
-        actual.vhosts.add(item["name"])
-        if item["name"] in wanted:
-            _add(actual, vhost_from_broker(item))
-    present = [v for v in wanted if v in actual.vhosts]
-    if not present:
-        return actual
-    if len(present) == 1:
-        definitions = client.get(api_path("definitions", present[0]), what=f"read definitions of vhost {present[0]!r}")
-        add_definitions(actual, definitions, default_vhost=present[0], keep=set(present))
-    else:
-        definitions = client.get("/api/definitions", what="read definitions")
-        add_definitions(actual, definitions, default_vhost=None, keep=set(present))
-    keep = set(present)
-    for item in client.get("/api/operator-policies", what="list operator policies"):
-        if item.get("vhost") in keep:
-            _add(actual, policy_from_broker(Kind.OPERATOR_POLICY, item["vhost"], item))
-    for item in client.get("/api/vhost-limits", what="list vhost limits"):
-        if item.get("vhost") in keep:
-            for name, value in (item.get("value") or {}).items():
-                _add(actual, limit_obj(item["vhost"], name, value))
+    keep = set(wanted)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        overview = pool.submit(read_overview, client)
+        vhost_list = pool.submit(client.get, "/api/vhosts", what="list vhosts", params={"disable_stats": "true"})
+        definitions = pool.submit(_definitions, client, wanted) if wanted else None
+        actual = Actual()
+        for item in vhost_list.result():
+            actual.vhosts.add(item["name"])
+            if item["name"] in keep:
+                _add(actual, vhost_from_broker(item))
+        if definitions is not None:
+            add_definitions(actual, definitions.result(), default_vhost=wanted[0], keep=keep & actual.vhosts)
+        info = overview.result()
+    actual.version = str(info.get("rabbitmq_version", ""))
+    actual.exchange_types = {t["name"] for t in info.get("exchange_types", []) if "name" in t}
     return actual
+
+
+def _definitions(client: ManagementClient, wanted: list[str]) -> dict[str, Any]:
+    if len(wanted) == 1:
+        path = api_path("definitions", wanted[0])
+        what = f"read definitions of vhost {wanted[0]!r}"
+        # A vhost that does not exist yet answers 400 vhost_not_found (or 404): nothing to read then.
+        response = client.request("GET", path, what=what, ok=(400, 404))
+        return {} if response.status_code in (400, 404) else response.json()
+    return client.get("/api/definitions", what="read definitions")
 
 
 def _add(actual: Actual, obj: Obj | None) -> None:
@@ -88,6 +94,14 @@ def add_definitions(actual: Actual, definitions: dict[str, Any], default_vhost: 
         _add(actual, binding_from_broker(vhost, item))
     for vhost, item in items("policies"):
         _add(actual, policy_from_broker(Kind.POLICY, vhost, item))
+    for vhost, item in items("parameters"):
+        component, value = item.get("component"), item.get("value")
+        if component == "operator_policy" and isinstance(value, dict):
+            _add(actual, policy_from_broker(Kind.OPERATOR_POLICY, vhost, {"name": item["name"], **value}))
+        elif component == "vhost-limits" and isinstance(value, dict):
+            # After its last limit is removed the broker keeps the parameter with the value [].
+            for name, limit in value.items():
+                _add(actual, limit_obj(vhost, name, limit))
 
 
 def message_counts(client: ManagementClient, vhost: str, names: set[str] | None = None) -> dict[str, int | None]:

@@ -65,35 +65,55 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
         self.env = env
         self.problems: list[Problem] = []
 
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        # PyYAML's generic resolve (path resolvers, wildcard lists) costs half of all loading time on
+        # large files; this does the same implicit typing for the cases YAML's core schema has.
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                for tag, pattern in _IMPLICIT.get(value[:1], ()):
+                    if pattern.match(value):
+                        return tag
+            return "tag:yaml.org,2002:str"
+        if kind is yaml.SequenceNode:
+            return "tag:yaml.org,2002:seq"
+        return "tag:yaml.org,2002:map"
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LocDict:
         if not isinstance(node, yaml.MappingNode):  # pragma: no cover - PyYAML calls us only for mappings
             raise yaml.constructor.ConstructorError(None, None, "expected a mapping", node.start_mark)
-        own = {id(key) for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge"}
-        self.flatten_mapping(node)  # merged pairs (<<: *anchor) come first; the node's own keys override them
+        merged: set[int] = set()
+        if any(key.tag == _MERGE for key, _ in node.value):
+            own = {id(key) for key, _ in node.value if key.tag != _MERGE}
+            self.flatten_mapping(node)  # merged pairs (<<: *anchor) come first; own keys override them
+            merged = {id(key) for key, _ in node.value if id(key) not in own}
+        overridable: set[Any] = set()  # keys that came in through a merge: the node's own keys win
         result = LocDict()
         result.line = node.start_mark.line + 1
-        result.lines = {}
-        own_seen: dict[tuple[type, Any], int] = {}
+        lines: dict[Any, int] = {}
+        result.lines = lines
+        construct = self.construct_object
         for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=True)
+            key = construct(key_node, deep=True)
             line = key_node.start_mark.line + 1
-            if not isinstance(key, (str, int, float, bool)) or key is None:
+            if key is None or not isinstance(key, (str, int, float, bool)):
                 self.problems.append(Problem(self.filename, line, "", "mapping keys must be plain scalars"))
                 continue
-            if id(key_node) in own:
-                # 1 and true are equal in Python but different keys in YAML: compare type too.
-                identity = (type(key), key)
-                if identity in own_seen:
-                    self.problems.append(
-                        Problem(
-                            self.filename, line, str(key), f"duplicate key (first defined at line {own_seen[identity]})"
-                        )
-                    )
-                    continue
-                own_seen[identity] = line
-            result[key] = self.construct_object(value_node, deep=True)
-            result.lines[key] = line
+            if key in result and key not in overridable and self._is_duplicate(result, key):
+                first = lines[key]
+                self.problems.append(
+                    Problem(self.filename, line, str(key), f"duplicate key (first defined at line {first})")
+                )
+                continue
+            result[key] = construct(value_node, deep=True)
+            lines[key] = line
+            if id(key_node) in merged:
+                overridable.add(key)
         return result
+
+    def _is_duplicate(self, result: LocDict, key: Any) -> bool:
+        # 1 and true are equal in Python but different keys in YAML; a merged key is overridden instead.
+        existing = next(k for k in result if k == key)
+        return type(existing) is type(key)
 
     def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> LocList:
         result = LocList(self.construct_object(child, deep=True) for child in node.value)
@@ -127,6 +147,15 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
                 return resolved
         return value
 
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+# The same implicit resolvers PyYAML registers (bool, int, float, null, timestamp, merge, ...), by first
+# character; "" stands for the empty scalar.
+_IMPLICIT: dict[str, list[tuple[str, re.Pattern[str]]]] = {
+    ("" if first is None else first): list(resolvers)
+    for first, resolvers in yaml.resolver.Resolver.yaml_implicit_resolvers.items()
+}
 
 _Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_mapping)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_sequence)
