@@ -574,3 +574,20 @@ def test_merge_keys_let_own_keys_override_and_absent_vhost_conflicts_in_any_orde
         (folder / "b.yaml").write_text(f"vhosts:\n  v: {{{second}}}\n", encoding="utf-8")
         with pytest.raises(ValidationFailed, match="declared"):
             load_topology([str(folder)])
+
+
+def test_guess_vhosts_is_exact_or_gives_up(tmp_path: Path) -> None:
+    from topo.load import guess_vhosts
+
+    plain = tmp_path / "a.yaml"
+    plain.write_text(
+        'vhosts:\n  # comment\n  "shop/prod":\n    queues: {q: {}}\n  other:\n    exchanges:\n      e: {}\n',
+        encoding="utf-8",
+    )
+    assert guess_vhosts([str(plain)]) == ["shop/prod", "other"]
+    interpolated = tmp_path / "b.yaml"
+    interpolated.write_text("vhosts:\n  ${TENANT}:\n    queues: {q: {}}\n", encoding="utf-8")
+    assert guess_vhosts([str(interpolated)]) is None
+    flow = tmp_path / "c.yaml"
+    flow.write_text("vhosts: {v: {}}\n", encoding="utf-8")
+    assert guess_vhosts([str(flow)]) is None

@@ -59,8 +59,10 @@ def adapt_to_broker(desired: Desired, actual: Actual) -> list[str]:
     return warnings
 
 
-def build_plan(client: ManagementClient, desired: Desired) -> Plan:
-    actual = read_actual(client, scope(desired))
+def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None = None) -> Plan:
+    """The plan; `actual` may be a read of exactly this scope made in advance (see cli)."""
+    if actual is None:
+        actual = read_actual(client, scope(desired))
     check_against_broker(desired, actual)
     warnings = [*desired.warnings, *adapt_to_broker(desired, actual)]
     result = diff(desired, actual)

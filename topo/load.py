@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from topo.arguments import QUEUE_TYPES
-from topo.errors import ConfigError, Problem, ValidationFailed
+from topo.errors import ConfigError, Problem, TopoError, ValidationFailed
 from topo.model import BrokerSpec, Topology, allowed_keys, model_at
 from topo.normalize import (
     binding_from_fields,
@@ -59,6 +60,46 @@ def expand_paths(paths: list[str]) -> list[Path]:
             hint = " (pass one with -f PATH)" if given == DEFAULT_FILE else ""
             raise ConfigError(f"{given}: no such file or directory{hint}")
     return result
+
+
+_VHOSTS_BLOCK = re.compile(r"^vhosts:[ \t]*(?:#.*)?\n((?:(?:[ \t]+.*|[ \t]*(?:#.*)?)\n?)*)", re.MULTILINE)
+_CHILD = re.compile(r"""^( +)(?:"([^"\\]*)"|'([^']*)'|([^\s#'"{}\[\],][^#:{}]*?))[ \t]*:(?:\s|$)""")
+
+
+def guess_vhosts(paths: list[str]) -> list[str] | None:
+    """The vhost names the files declare, from a quick text scan; None when unsure.
+
+    Only a hint, to start reading the broker while the files are parsed; the real scope comes from
+    the parsed model, and a wrong guess just costs the read being done again.
+    """
+    names: list[str] = []
+    try:
+        files = expand_paths(paths)
+        for path in files:
+            text = path.read_text(encoding="utf-8")
+            match = _VHOSTS_BLOCK.search(text)
+            if match is None:
+                if re.search(r"^vhosts\s*:", text, re.MULTILINE):
+                    return None  # a flow-style or otherwise unusual layout
+                continue
+            indent: str | None = None
+            for line in match.group(1).splitlines():
+                stripped = line.lstrip(" ")
+                if not stripped or stripped.startswith("#"):
+                    continue
+                depth = line[: len(line) - len(stripped)]
+                if indent is None:
+                    indent = depth
+                if depth != indent:
+                    continue
+                child = _CHILD.match(line)
+                name = next((g for g in child.groups()[1:] if g is not None), None) if child else None
+                if name is None or "$" in name:
+                    return None
+                names.append(name)
+    except (OSError, UnicodeDecodeError, TopoError):
+        return None
+    return list(dict.fromkeys(names)) or None
 
 
 def format_path(loc: tuple[Any, ...]) -> str:
