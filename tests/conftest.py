@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
+
 from rabbitmq_node import Broker, RabbitNode
 
 # Tests using any of these get the `broker` marker, so `-m "not broker"`

@@ -1,6 +1,7 @@
 """The broker fixture really provides a live RabbitMQ (guards the test setup itself)."""
 
 import requests
+
 from rabbitmq_node import Broker
 
 

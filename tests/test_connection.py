@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import run_topo
 
+from cli_runner import run_topo
 from topo.connection import DEFAULT_URL, Connection, ParsedUrl, parse_url, resolve_connection
 from topo.errors import ConfigError
 from topo.model import BrokerSpec

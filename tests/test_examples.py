@@ -15,9 +15,9 @@ from urllib.parse import quote
 
 import pytest
 import requests
+
 from cli_runner import Result, run_topo
 from rabbitmq_node import Broker
-
 from topo.load import load_topology
 from topo.state import Kind
 

@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
+
 from cli_runner import Result, run_topo
 
 pytestmark = pytest.mark.broker
@@ -506,3 +507,28 @@ def test_messages_arriving_after_the_plan_stop_a_vhost_delete(
     with pytest.raises(ApplyFailed, match="holds messages"):
         apply_and_verify(client, desired, plan, allow_data_loss=False)
     assert vhost_name in {v["name"] for v in api.get("vhosts")}
+
+
+def test_large_creates_and_replaces_go_through_bulk_import_and_converge(topo, api: Api, vhost_name: str) -> None:
+    def many(ttl: int) -> str:
+        queues = "\n".join(f"          q{i}: {{arguments: {{x-message-ttl: {ttl}}}}}" for i in range(150))
+        bindings = "\n".join(
+            f"          - {{source: ex{i % 15}, destination: q{i}, routing_key: k.{i}}}" for i in range(150)
+        )
+        exchanges = "\n".join(f"          ex{j}: {{type: topic}}" for j in range(15))
+        return (
+            f"vhosts:\n  {json.dumps(vhost_name)}:\n    exchanges:\n{exchanges}\n    queues:\n{queues}\n"
+            f"    bindings:\n{bindings}\n"
+        ).replace("\n          ", "\n      ")
+
+    created = topo("apply", "--auto-approve", topology=many(1000))
+    assert created.code == 0, created.output
+    assert len(api.get("queues", vhost_name)) == 150 and len(api.bindings(vhost_name)) == 150
+    assert topo("plan", "--detailed-exitcode").code == 0
+    # 150 replaces: their deletes drop the bindings, which the bulk stage must put back.
+    replaced = topo("apply", "--auto-approve", topology=many(2000))
+    assert replaced.code == 0, replaced.output
+    assert "150 replaced" in replaced.stderr
+    assert {q["arguments"]["x-message-ttl"] for q in api.get("queues", vhost_name)} == {2000}
+    assert len(api.bindings(vhost_name)) == 150
+    assert topo("plan", "--detailed-exitcode").code == 0

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+
 from cli_runner import run_topo
 
 pytestmark = pytest.mark.broker

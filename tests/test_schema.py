@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from cli_runner import run_topo
-
 from topo.model import json_schema
 
 SCHEMA = Path(__file__).parent.parent / "schemas" / "topology.schema.json"

@@ -10,8 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from cli_runner import run_topo
 
+from cli_runner import run_topo
 from topo.errors import Problem, ValidationFailed
 from topo.load import load_topology
 from topo.state import Key, Kind

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 from urllib.parse import quote
 
+from topo import bulk
 from topo.client import ManagementClient, api_path
 from topo.diff import Action, Change
 from topo.errors import ApplyFailed, BrokerError, StepRefused
@@ -129,8 +130,9 @@ def apply_plan(
     """Runs every step, stage by stage; returns how many ran. On failure says what was and was not done.
 
     Within a stage the steps are independent, so they run on a bounded pool: the broker, not the
-    round trips, is then the limit. A failing step does not abandon its independent siblings, but no
-    later stage starts.
+    round trips, is then the limit. Large stages of new exchanges, queues or bindings go through the
+    broker's bulk import instead (see bulk.py). A failing step does not abandon its independent
+    siblings, but no later stage starts.
     """
     all_stages = stages(plan.changes)
     total = sum(len(stage) for stage in all_stages)
@@ -138,6 +140,12 @@ def apply_plan(
     with ThreadPoolExecutor(max_workers=max(parallelism, 1)) as pool:
         for number, stage in enumerate(all_stages):
             failures: list[tuple[Step, BrokerError]] = []
+            if bulk.eligible(stage):
+                imported, stage = bulk.create(client, stage)
+                for step in imported:
+                    done += 1
+                    if progress is not None:
+                        progress(done, total, step)
             futures = [pool.submit(_run_serially, client, group, allow_data_loss) for group in _serial_groups(stage)]
             for future in as_completed(futures):
                 for step, error in future.result():
