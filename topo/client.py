@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import time
 import warnings
 from typing import Any
@@ -36,6 +37,13 @@ def _reason(response: requests.Response) -> str:
         if reason:
             return html.unescape(str(reason))
     return json.dumps(body)[:300]
+
+
+def _tls_reason(exc: Exception) -> str:
+    """The SSL library's own words ("certificate verify failed: ...") without urllib3's wrapping."""
+    text = str(exc)
+    match = re.search(r"\[SSL[^\]]*\] ([^'(]*)", text)
+    return match.group(1).strip() if match else text[:300]
 
 
 def _short(exc: Exception) -> str:
@@ -97,7 +105,9 @@ class ManagementClient:
                     cert=self.connection.client_cert,
                 )
             except requests.exceptions.SSLError as exc:
-                raise BrokerError(what, None, scrub(f"TLS error talking to {self.connection.url}: {exc}")) from None
+                raise BrokerError(
+                    what, None, scrub(f"TLS error talking to {self.connection.url}: {_tls_reason(exc)}")
+                ) from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 # The broker sometimes drops a keep-alive connection right after a 400: retry on a new one.
                 if last:

@@ -6,6 +6,7 @@ lives at https://host, so such URLs are translated rather than rejected.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
@@ -104,6 +105,9 @@ def resolve_connection(
     key_file = client_key or env.get("TOPO_CLIENT_KEY") or spec.client_key
     if key_file and not cert_file:
         raise ConfigError("--client-key needs --client-cert")
+    for option, path in (("--ca-cert", ca), ("--client-cert", cert_file), ("--client-key", key_file)):
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"{option}: no such file: {path}")
     cert: tuple[str, str] | str | None = (cert_file, key_file) if cert_file and key_file else cert_file
     return Connection(
         url=parsed.base,
