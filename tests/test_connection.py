@@ -210,22 +210,31 @@ def test_url_credentials_from_environment_url() -> None:
     assert connection.vhost_hint == "prod"
 
 
-def test_tls_options() -> None:
-    assert resolve(ca_cert="/etc/ca.pem").verify == "/etc/ca.pem"
-    assert resolve(env={"TOPO_CA_CERT": "/env/ca.pem"}).verify == "/env/ca.pem"
-    assert resolve(broker={"ca_cert": "/file/ca.pem"}).verify == "/file/ca.pem"
-    assert resolve(ca_cert="/cli.pem", env={"TOPO_CA_CERT": "/env.pem"}).verify == "/cli.pem"
-    assert resolve(insecure=True, ca_cert="/etc/ca.pem").verify is False
+def test_tls_options(tmp_path: Path) -> None:
+    paths = {}
+    for name in ("ca", "env", "file", "cli"):
+        paths[name] = str(tmp_path / f"{name}.pem")
+        Path(paths[name]).write_text("x")
+    assert resolve(ca_cert=paths["ca"]).verify == paths["ca"]
+    assert resolve(env={"TOPO_CA_CERT": paths["env"]}).verify == paths["env"]
+    assert resolve(broker={"ca_cert": paths["file"]}).verify == paths["file"]
+    assert resolve(ca_cert=paths["cli"], env={"TOPO_CA_CERT": paths["env"]}).verify == paths["cli"]
+    assert resolve(insecure=True, ca_cert=paths["ca"]).verify is False
     assert resolve(broker={"insecure": True}).verify is False
 
 
-def test_client_certificate() -> None:
-    assert resolve(client_cert="/c.pem").client_cert == "/c.pem"
-    assert resolve(client_cert="/c.pem", client_key="/k.pem").client_cert == ("/c.pem", "/k.pem")
-    env = {"TOPO_CLIENT_CERT": "/env-c.pem", "TOPO_CLIENT_KEY": "/env-k.pem"}
-    assert resolve(env=env).client_cert == ("/env-c.pem", "/env-k.pem")
+def test_client_certificate(tmp_path: Path) -> None:
+    cert, key = str(tmp_path / "c.pem"), str(tmp_path / "k.pem")
+    Path(cert).write_text("x")
+    Path(key).write_text("x")
+    assert resolve(client_cert=cert).client_cert == cert
+    assert resolve(client_cert=cert, client_key=key).client_cert == (cert, key)
+    env = {"TOPO_CLIENT_CERT": cert, "TOPO_CLIENT_KEY": key}
+    assert resolve(env=env).client_cert == (cert, key)
     with pytest.raises(ConfigError, match="--client-key needs --client-cert"):
-        resolve(client_key="/k.pem")
+        resolve(client_key=key)
+    with pytest.raises(ConfigError, match="--client-cert: no such file"):
+        resolve(client_cert=str(tmp_path / "missing.pem"))
 
 
 def test_timeout() -> None:

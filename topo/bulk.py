@@ -52,7 +52,9 @@ def create(client: ManagementClient, stage: list[Step]) -> tuple[list[Step], lis
             body.setdefault(_SECTIONS[step.change.kind], []).append(_definition(step))
         counts = ", ".join(f"{len(items)} {section}" for section, items in body.items())
         try:
-            client.post(api_path("definitions", vhost), body, what=f"import {counts} into vhost {vhost!r}")
+            # Importing the same new objects twice is harmless, so a dropped connection is retried.
+            what = f"import {counts} into vhost {vhost!r}"
+            client.request("POST", api_path("definitions", vhost), what=what, body=body, idempotent=True)
         except BrokerError:
             failed.extend(steps)  # retried one by one, which names the object at fault
         else:

@@ -211,7 +211,7 @@ class _Builder:
     def add_file(self, source: SourceFile) -> None:
         raw, model = source.raw, source.model
         if "prune" in model.model_fields_set:
-            where = Location(source.path, line_of(raw, ("prune",)))
+            where = Location(source.path, raw, ("prune",))
             if self.top_prune and self.top_prune[0] != model.prune:
                 self.problems.append(
                     Problem(where.file, where.line, "prune", f"conflicts with prune at {self.top_prune[1]}")
@@ -222,7 +222,7 @@ class _Builder:
 
     def add_vhost(self, source: SourceFile, vhost: str, spec: Any) -> None:
         def at(*path: Any) -> Location:
-            return Location(source.path, line_of(source.raw, ("vhosts", vhost, *path)))
+            return Location(source.path, source.raw, ("vhosts", vhost, *path))
 
         base: tuple[Any, ...] = ("vhosts", vhost)
         if vhost == "":
@@ -314,7 +314,7 @@ class _Builder:
         self.desired.external.add(key)
 
     def _check_name(self, source: SourceFile, what: str, name: str, path: tuple[Any, ...]) -> None:
-        where = Location(source.path, line_of(source.raw, path))
+        where = Location(source.path, source.raw, path)
         if name == "":
             message = f"an {what} name must not be empty"
         elif name.startswith("amq."):

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from topo.yamlload import line_of
+
 
 class Kind(StrEnum):
     VHOST = "vhost"
@@ -51,9 +53,14 @@ def canonical(value: Any) -> str:
 
 
 def same_value(left: Any, right: Any) -> bool:
-    if type(left) is type(right) and isinstance(left, (str, bool)):
-        return left == right
-    return canonical(left) == canonical(right)
+    """Equality as RabbitMQ sees it: 60000 != "60000", true != 1, 5 != 5.0; dict key order ignored."""
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, dict):
+        return left.keys() == right.keys() and all(same_value(value, right[key]) for key, value in left.items())
+    if isinstance(left, list):
+        return len(left) == len(right) and all(map(same_value, left, right))
+    return bool(left == right)
 
 
 def binding_key(
@@ -66,11 +73,19 @@ def binding_key(
 
 @dataclass(frozen=True, slots=True)
 class Location:
+    """Where something was declared; the line is looked up only when a message needs it."""
+
     file: str
-    line: int | None
+    root: Any = field(default=None, repr=False, compare=False)
+    path: tuple[Any, ...] = ()
+
+    @property
+    def line(self) -> int | None:
+        return line_of(self.root, self.path) if self.root is not None else None
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}" if self.line else self.file
+        line = self.line
+        return f"{self.file}:{line}" if line else self.file
 
 
 @dataclass(slots=True)
