@@ -64,6 +64,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
         self.filename = filename
         self.env = env
         self.problems: list[Problem] = []
+        self._building: set[int] = set()
 
     def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
         # PyYAML's generic resolve (path resolvers, wildcard lists) costs half of all loading time on
@@ -78,9 +79,35 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
             return "tag:yaml.org,2002:seq"
         return "tag:yaml.org,2002:map"
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LocDict:
-        if not isinstance(node, yaml.MappingNode):  # pragma: no cover - PyYAML calls us only for mappings
-            raise yaml.constructor.ConstructorError(None, None, "expected a mapping", node.start_mark)
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        return None if node is None else self._build(node)
+
+    def _build(self, node: yaml.Node) -> Any:
+        """Node -> value. A direct walk: PyYAML's generic construct_object machinery (state for deep
+        and recursive construction) costs as much again as parsing on large files."""
+        kind = type(node)
+        if kind is yaml.ScalarNode:
+            if node.tag == _STR:
+                return self.construct_interpolated_str(node) if "$" in node.value else node.value
+            return self.construct_object(node)  # numbers, booleans, null, dates; unknown tags fail here
+        if node.tag == _MAP and kind is yaml.MappingNode:
+            return self._guarded(node, self._build_mapping)
+        if node.tag == _SEQ and kind is yaml.SequenceNode:
+            return self._guarded(node, self._build_sequence)
+        return self.construct_object(node, deep=True)  # explicit tags such as !!omap, or an error
+
+    def _guarded(self, node: yaml.Node, build: Any) -> Any:
+        # An alias inside its own anchor would make an endless structure.
+        if id(node) in self._building:
+            raise yaml.constructor.ConstructorError(None, None, "recursive alias", node.start_mark)
+        self._building.add(id(node))
+        try:
+            return build(node)
+        finally:
+            self._building.discard(id(node))
+
+    def _build_mapping(self, node: yaml.MappingNode) -> LocDict:
         merged: set[int] = set()
         if any(key.tag == _MERGE for key, _ in node.value):
             own = {id(key) for key, _ in node.value if key.tag != _MERGE}
@@ -91,9 +118,9 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
         result.line = node.start_mark.line + 1
         lines: dict[Any, int] = {}
         result.lines = lines
-        construct = self.construct_object
+        build = self._build
         for key_node, value_node in node.value:
-            key = construct(key_node, deep=True)
+            key = build(key_node)
             line = key_node.start_mark.line + 1
             if key is None or not isinstance(key, (str, int, float, bool)):
                 self.problems.append(Problem(self.filename, line, "", "mapping keys must be plain scalars"))
@@ -104,9 +131,9 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
                     Problem(self.filename, line, str(key), f"duplicate key (first defined at line {first})")
                 )
                 continue
-            result[key] = construct(value_node, deep=True)
+            result[key] = build(value_node)
             lines[key] = line
-            if id(key_node) in merged:
+            if merged and id(key_node) in merged:
                 overridable.add(key)
         return result
 
@@ -115,8 +142,8 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
         existing = next(k for k in result if k == key)
         return type(existing) is type(key)
 
-    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> LocList:
-        result = LocList(self.construct_object(child, deep=True) for child in node.value)
+    def _build_sequence(self, node: yaml.SequenceNode) -> LocList:
+        result = LocList(self._build(child) for child in node.value)
         result.line = node.start_mark.line + 1
         result.lines = [child.start_mark.line + 1 for child in node.value]
         return result
@@ -149,6 +176,9 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
 
 
 _MERGE = "tag:yaml.org,2002:merge"
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
 
 # The same implicit resolvers PyYAML registers (bool, int, float, null, timestamp, merge, ...), by first
 # character; "" stands for the empty scalar.
@@ -157,9 +187,7 @@ _IMPLICIT: dict[str, list[tuple[str, re.Pattern[str]]]] = {
     for first, resolvers in yaml.resolver.Resolver.yaml_implicit_resolvers.items()
 }
 
-_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_mapping)
-_Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_sequence)
-_Loader.add_constructor("tag:yaml.org,2002:str", _Loader.construct_interpolated_str)
+_Loader.add_constructor(_STR, _Loader.construct_interpolated_str)
 
 
 def load_yaml(text: str, filename: str, env: Mapping[str, str] | None = None) -> tuple[Any, list[Problem]]:
