@@ -137,15 +137,26 @@ def apply_plan(
     all_stages = stages(plan.changes)
     total = sum(len(stage) for stage in all_stages)
     done = 0
+    imported: set[int] = set()  # ids of steps the bulk import already did
+    attempted: set[int] = set()  # ids of steps already offered to it (a failed import is not retried)
     with ThreadPoolExecutor(max_workers=max(parallelism, 1)) as pool:
         for number, stage in enumerate(all_stages):
             failures: list[tuple[Step, BrokerError]] = []
-            if bulk.eligible(stage):
-                imported, stage = bulk.create(client, stage)
-                for step in imported:
+            if bulk.eligible(stage) and id(stage[0]) not in attempted:
+                # Consecutive create stages (exchanges, queues, bindings) go in one import per vhost:
+                # the broker orders them itself, and each import has a fixed cost.
+                batch = list(stage)
+                for later_stage in all_stages[number + 1 :]:
+                    if not bulk.eligible(later_stage):
+                        break
+                    batch.extend(later_stage)
+                attempted.update(id(step) for step in batch)
+                for step in bulk.create(client, batch)[0]:
+                    imported.add(id(step))
                     done += 1
                     if progress is not None:
                         progress(done, total, step)
+            stage = [step for step in stage if id(step) not in imported]
             futures = [pool.submit(_run_serially, client, group, allow_data_loss) for group in _serial_groups(stage)]
             for future in as_completed(futures):
                 for step, error in future.result():
