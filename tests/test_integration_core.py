@@ -532,3 +532,19 @@ def test_large_creates_and_replaces_go_through_bulk_import_and_converge(topo, ap
     assert {q["arguments"]["x-message-ttl"] for q in api.get("queues", vhost_name)} == {2000}
     assert len(api.bindings(vhost_name)) == 150
     assert topo("plan", "--detailed-exitcode").code == 0
+
+
+def test_apply_to_values_newer_than_the_broker_are_reported_before_any_change(topo, api: Api, vhost_name: str) -> None:
+    topology = f"""
+    vhosts:
+      {json.dumps(vhost_name)}:
+        policies:
+          qq: {{pattern: "^q", apply-to: quorum_queues, definition: {{delivery-limit: 5}}}}
+    """
+    result = topo("plan", topology=topology)
+    version = api.get("overview")["rabbitmq_version"]
+    if tuple(int(p) for p in version.split(".")[:2]) < (3, 12):
+        assert result.code == 1 and "needs RabbitMQ 3.12+" in result.stderr and ":5:" in result.stderr
+        assert vhost_name not in {v["name"] for v in api.get("vhosts")}
+    else:  # a newer test broker (TOPO_TEST_URL) takes it
+        assert result.code == 0

@@ -9,7 +9,7 @@ from topo.errors import NotConverged, Problem, ValidationFailed
 from topo.plan import Plan
 from topo.read import message_counts, read_actual
 from topo.render import display_name
-from topo.state import Actual, Desired, Key, Kind
+from topo.state import Actual, Desired, Key, Kind, Location
 
 
 def scope(desired: Desired) -> list[str]:
@@ -17,24 +17,34 @@ def scope(desired: Desired) -> list[str]:
 
 
 def check_against_broker(desired: Desired, actual: Actual) -> None:
-    """Checks that need the broker: exchange types provided by plugins must be enabled there."""
-    if not actual.exchange_types:
-        return
+    """Checks that need the broker: plugin exchange types must be enabled there, and policy apply-to
+    values newer than the broker (classic_queues, quorum_queues, streams: 3.12+) are rejected by it."""
     problems = []
+    newer_apply_to = actual.version and _version(actual.version) < (3, 12)
     for key, obj in desired.objects.items():
-        if key.kind is Kind.EXCHANGE and obj.attrs["type"] not in actual.exchange_types:
-            where = desired.locations.get(key)
-            problems.append(
-                Problem(
-                    where.file if where else "?",
-                    where.line if where else None,
-                    f"exchanges[{key.name!r}].type",
-                    f"exchange type {obj.attrs['type']!r} is not enabled on the broker (available: "
-                    f"{', '.join(sorted(actual.exchange_types))}); enable the plugin that provides it",
-                )
+        where = desired.locations.get(key)
+        if key.kind is Kind.EXCHANGE and actual.exchange_types and obj.attrs["type"] not in actual.exchange_types:
+            reason = (
+                f"exchange type {obj.attrs['type']!r} is not enabled on the broker (available: "
+                f"{', '.join(sorted(actual.exchange_types))}); enable the plugin that provides it"
             )
+            problems.append(_problem(where, f"exchanges[{key.name!r}].type", reason))
+        elif (
+            key.kind in (Kind.POLICY, Kind.OPERATOR_POLICY)
+            and newer_apply_to
+            and obj.attrs["apply-to"] not in ("all", "queues", "exchanges")
+        ):
+            reason = (
+                f"apply-to {obj.attrs['apply-to']!r} needs RabbitMQ 3.12+ (the broker runs {actual.version}); "
+                "use all, queues or exchanges"
+            )
+            problems.append(_problem(where, f"policies[{key.name!r}].apply-to", reason))
     if problems:
         raise ValidationFailed(problems)
+
+
+def _problem(where: Location | None, path: str, reason: str) -> Problem:
+    return Problem(where.file if where else "?", where.line if where else None, path, reason)
 
 
 def _version(text: str) -> tuple[int, ...]:
