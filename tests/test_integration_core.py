@@ -548,3 +548,36 @@ def test_apply_to_values_newer_than_the_broker_are_reported_before_any_change(to
         assert vhost_name not in {v["name"] for v in api.get("vhosts")}
     else:  # a newer test broker (TOPO_TEST_URL) takes it
         assert result.code == 0
+
+
+def test_non_administrator_can_plan_and_apply_its_own_vhost(topo, api: Api, vhost_name: str) -> None:
+    # The account hosted shared plans hand out: management + policymaker, permissions on one vhost.
+    user, password = f"{vhost_name}-app", "least-Privilege-42"
+    api.put({}, "vhosts", vhost_name)
+    api.put({"password": password, "tags": "management,policymaker"}, "users", user)
+    api.put({"configure": ".*", "write": ".*", "read": ".*"}, "permissions", vhost_name, user)
+    as_user = {"TOPO_USER": user, "TOPO_PASSWORD": password}
+    queues = "\n".join(f"      q{i}: {{}}" for i in range(120))
+    bindings = "\n".join(f"      - {{source: work, destination: q{i}, routing_key: k{i}}}" for i in range(120))
+    topology = (
+        f"vhosts:\n  {json.dumps(vhost_name)}:\n    exchanges:\n      work: {{type: direct}}\n"
+        f"    queues:\n{queues}\n    bindings:\n{bindings}\n"
+        "    policies:\n      ttl: {pattern: '^q', apply-to: queues, definition: {message-ttl: 60000}}\n"
+    )
+    try:
+        # Definitions and the bulk import are for administrators: topo reads through listings and
+        # creates object by object instead.
+        applied = topo("apply", "--auto-approve", topology=topology, env=as_user)
+        assert applied.code == 0, applied.output
+        assert len(api.get("queues", vhost_name)) == 120 and len(api.bindings(vhost_name)) == 120
+        assert topo("plan", "--detailed-exitcode", env=as_user).code == 0
+        api.delete("queues", vhost_name, "q7")
+        drift = topo("plan", "--json", env=as_user)
+        assert [(c["action"], c["name"]) for c in json.loads(drift.stdout)["changes"]] == [
+            ("create", "q7"),
+            ("create", 'work → q7 (queue) routing_key="k7"'),
+        ]
+        assert topo("apply", "--auto-approve", env=as_user).code == 0
+        assert topo("plan", "--detailed-exitcode", env=as_user).code == 0
+    finally:
+        api.delete("users", user)

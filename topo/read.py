@@ -62,9 +62,55 @@ def _definitions(client: ManagementClient, wanted: list[str]) -> dict[str, Any]:
         path = api_path("definitions", wanted[0])
         what = f"read definitions of vhost {wanted[0]!r}"
         # A vhost that does not exist yet answers 400 vhost_not_found (or 404): nothing to read then.
-        response = client.request("GET", path, what=what, ok=(400, 404))
+        response = client.request("GET", path, what=what, ok=(400, 401, 404))
+        if response.status_code == 401:
+            return _listings(client, wanted)
         return {} if response.status_code in (400, 404) else response.json()
-    return client.get("/api/definitions", what="read definitions")
+    response = client.request("GET", "/api/definitions", what="read definitions", ok=(401,))
+    return _listings(client, wanted) if response.status_code == 401 else response.json()
+
+
+_COLUMNS = {
+    "exchanges": "vhost,name,type,durable,auto_delete,internal,arguments",
+    "queues": "vhost,name,durable,auto_delete,exclusive,arguments,type",
+    "bindings": "vhost,source,destination,destination_type,routing_key,arguments",
+}
+
+
+def _listings(client: ManagementClient, vhosts: list[str]) -> dict[str, Any]:
+    """The definitions of `vhosts`, assembled from per-object listings.
+
+    Definitions are for administrators only; a user tagged management/policymaker with permissions on
+    a vhost (the usual account on hosted shared plans) may still list what is in it. Listings the user
+    may not read (operator policies, limits) count as empty: declaring those needs an administrator.
+    """
+    result: dict[str, Any] = {"exchanges": [], "queues": [], "bindings": [], "policies": [], "parameters": []}
+    for vhost in vhosts:
+        for section, columns in _COLUMNS.items():
+            params = {"disable_stats": "true", "columns": columns}
+            listing = client.get_or_none(
+                api_path(section, vhost), what=f"list {section} of vhost {vhost!r}", params=params
+            )
+            result[section].extend(listing or [])
+        result["policies"].extend(
+            client.get_or_none(api_path("policies", vhost), what=f"list policies of {vhost!r}") or []
+        )
+        operator = _optional(client, api_path("operator-policies", vhost), f"list operator policies of {vhost!r}")
+        for item in operator:
+            value = {k: item[k] for k in ("pattern", "definition", "priority", "apply-to") if k in item}
+            result["parameters"].append(
+                {"vhost": vhost, "component": "operator_policy", "name": item["name"], "value": value}
+            )
+        for item in _optional(client, api_path("vhost-limits", vhost), f"list limits of {vhost!r}"):
+            result["parameters"].append(
+                {"vhost": vhost, "component": "vhost-limits", "name": "limits", "value": item.get("value")}
+            )
+    return result
+
+
+def _optional(client: ManagementClient, path: str, what: str) -> list[dict[str, Any]]:
+    response = client.request("GET", path, what=what, ok=(401, 404))
+    return [] if response.status_code in (401, 404) else list(response.json())
 
 
 def _add(actual: Actual, obj: Obj | None) -> None:
@@ -85,7 +131,7 @@ def add_definitions(actual: Actual, definitions: dict[str, Any], default_vhost: 
         _add(actual, exchange_from_broker(vhost, item))
     for vhost, item in items("queues"):
         _add(actual, queue_from_broker(vhost, item))
-    exported_queues = {(vhost, item["name"]) for vhost, item in items("queues")}
+    exported_queues = {(vhost, item["name"]) for vhost, item in items("queues") if not item.get("exclusive")}
     for vhost, item in items("bindings"):
         # Definitions leave out exclusive queues but not their bindings: a binding to a queue that is not
         # listed belongs to a connected client's exclusive queue, which topo never touches.
