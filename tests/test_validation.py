@@ -591,3 +591,12 @@ def test_guess_vhosts_is_exact_or_gives_up(tmp_path: Path) -> None:
     flow = tmp_path / "c.yaml"
     flow.write_text("vhosts: {v: {}}\n", encoding="utf-8")
     assert guess_vhosts([str(flow)]) is None
+
+
+def test_union_members_do_not_show_in_paths_and_are_reported_once(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text('broker: {timeout: "abc"}\nvhosts:\n  v:\n    queues:\n      int: {durable: 3}\n', encoding="utf-8")
+    with pytest.raises(ValidationFailed) as caught:
+        load_topology([str(path)])
+    paths = [p.path for p in caught.value.problems]
+    assert paths == ["broker.timeout", "vhosts.v.queues.int.durable"]  # "int" here is a queue's name

@@ -115,21 +115,46 @@ def format_path(loc: tuple[Any, ...]) -> str:
     return text
 
 
-def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    # Drop pydantic's union tags (vhosts./.queues.q.quorum) which are not keys in the file.
+_UNION_MEMBER = re.compile(r"^(int|float|str|bool|none|dict\[.*\]|list\[.*\]|literal\[.*\]|function-.*)$")
+
+
+def _clean_loc(loc: tuple[Any, ...], raw: Any = None) -> tuple[Any, ...]:
+    """pydantic's error location without its union tags (queues.q.quorum, timeout.float), which are
+    not keys in the file; an element that is a key in the file is always kept."""
     cleaned: list[Any] = []
+    node = raw
     for index, element in enumerate(loc):
-        if element in QUEUE_TYPES and index >= 2 and loc[index - 2] == "queues":
-            continue
+        is_key = isinstance(node, dict) and element in node
+        if not is_key:
+            if element in QUEUE_TYPES and index >= 2 and loc[index - 2] == "queues":
+                continue
+            if isinstance(element, str) and _UNION_MEMBER.match(element) and index > 0:
+                continue
         cleaned.append(element)
+        if is_key or (isinstance(node, list) and isinstance(element, int) and 0 <= element < len(node)):
+            node = node[element]
+        else:
+            node = None
     return tuple(cleaned)
 
 
 def _problems_from_validation(error: ValidationError, filename: str, raw: Any) -> list[Problem]:
+    problems = _problems_by_error(error, filename, raw)
+    # A value that fits no member of a union (float | int) gets one error per member: keep the first.
+    seen: set[str] = set()
+    unique = []
+    for problem in problems:
+        if problem.path not in seen or not problem.path:
+            unique.append(problem)
+            seen.add(problem.path)
+    return unique
+
+
+def _problems_by_error(error: ValidationError, filename: str, raw: Any) -> list[Problem]:
     problems = []
     for item in error.errors(include_url=False):
         raw_loc = tuple(item["loc"])
-        loc = _clean_loc(raw_loc)
+        loc = _clean_loc(raw_loc, raw)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             model = model_at(raw_loc[:-1])
