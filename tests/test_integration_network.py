@@ -89,3 +89,40 @@ def test_unreachable_broker_is_a_clear_error_after_retries(tmp_path: Path) -> No
     assert result.code == 1
     assert f"cannot reach http://127.0.0.1:{port}: connection refused" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_file_with_errors_does_not_wait_for_a_silent_broker(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    # A listener that accepts connections and never answers: the early read of the broker hangs.
+    silent = socket.create_server(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    path = tmp_path / "bad.yaml"
+    path.write_text("vhosts:\n  v:\n    queues:\n      q: {durabel: true}\n")
+    try:
+        started = time.monotonic()
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "topo",
+                "plan",
+                "-f",
+                str(path),
+                "--url",
+                f"http://127.0.0.1:{port}",
+                "--timeout",
+                "5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert done.returncode == 1 and "durabel" in done.stderr
+    # Waiting for the read (5 s per attempt, 5 attempts) would take half a minute.
+    assert elapsed < 15, elapsed

@@ -600,3 +600,16 @@ def test_union_members_do_not_show_in_paths_and_are_reported_once(tmp_path: Path
         load_topology([str(path)])
     paths = [p.path for p in caught.value.problems]
     assert paths == ["broker.timeout", "vhosts.v.queues.int.durable"]  # "int" here is a queue's name
+
+
+def test_aliases_share_one_value_and_merges_survive_reuse() -> None:
+    text = "base: &b {a: 1}\nmid: &mid\n  <<: *b\n  a: 2\nx: *mid\ny: *mid\n"
+    data, problems = load_yaml(text, "t.yaml", {})
+    assert problems == [] and data["x"] == {"a": 2} and data["y"] == {"a": 2}
+    _, problems = load_yaml("base: &b {a: 1}\nm:\n  <<: *b\n  a: 2\n  a: 3\n", "t.yaml", {})
+    assert [p.message for p in problems] == ["duplicate key (first defined at line 4)"]
+    # Nested aliases are shared, not rebuilt: ten levels of ten would be 10**10 values otherwise.
+    lines = ["a0: &a0 [" + ", ".join(["x"] * 10) + "]"]
+    lines += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 10) + "]" for n in range(1, 10)]
+    nested, problems = load_yaml("\n".join(lines) + "\n", "t.yaml", {})
+    assert problems == [] and nested["a9"][0] is nested["a8"]

@@ -167,7 +167,9 @@ def apply_plan(
                     if progress is not None:
                         progress(done, total, step)
             if failures:
-                later = [step for stage_after in all_stages[number + 1 :] for step in stage_after]
+                later = [
+                    step for stage_after in all_stages[number + 1 :] for step in stage_after if id(step) not in imported
+                ]
                 raise ApplyFailed(_failure_report(failures, done, total, later)) from None
     return total
 

@@ -6,9 +6,10 @@ import gc
 import json
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Annotated
 
@@ -117,10 +118,7 @@ def _load_and_plan(files: list[str] | None, options: ConnectionOptions) -> tuple
         early_connection, vhosts, reading = early
         # The early read counts only if it asked the same broker, as the same user, about the same vhosts.
         if early_connection == connection and vhosts == scope(loaded.desired):
-            try:
-                actual = reading.result()
-            except TopoError:
-                actual = None  # read again below, where an error is reported properly
+            actual = reading.result()  # the same read would fail the same way: its error stands
     return loaded, client, build_plan(client, loaded.desired, actual)
 
 
@@ -139,9 +137,16 @@ def _prefetch(files: list[str], options: ConnectionOptions) -> tuple[Connection,
         connection = resolve_connection(env=os.environ, broker=None, **asdict(options))
     except TopoError:
         return None
-    pool = ThreadPoolExecutor(max_workers=1)
-    reading = pool.submit(read_actual, ManagementClient(connection), vhosts)
-    pool.shutdown(wait=False)
+    reading: Future[Actual] = Future()
+
+    def read() -> None:
+        try:
+            reading.set_result(read_actual(ManagementClient(connection), vhosts))
+        except BaseException as exc:  # handed to whoever waits for the result
+            reading.set_exception(exc)
+
+    # A daemon thread: a file with errors must not keep the process waiting for a slow broker.
+    threading.Thread(target=read, name="topo-prefetch", daemon=True).start()
     return connection, vhosts, reading
 
 
@@ -227,7 +232,7 @@ def apply(
         summary = the_plan.summary()
         _err(
             f"Apply complete: {summary['add']} added, {summary['change']} changed, {summary['replace']} replaced, "
-            f"{summary['destroy']} destroyed ({count} requests). Verified: the broker matches the topology."
+            f"{summary['destroy']} destroyed ({count} steps). Verified: the broker matches the topology."
         )
         return 0
 

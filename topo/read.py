@@ -7,8 +7,8 @@ fetched later, only for queues the plan would destroy.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from topo.client import ManagementClient, api_path
@@ -40,21 +40,47 @@ def read_actual(client: ManagementClient, vhosts: Iterable[str]) -> Actual:
     """
     wanted = list(dict.fromkeys(vhosts))
     keep = set(wanted)
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        overview = pool.submit(read_overview, client)
-        vhost_list = pool.submit(client.get, "/api/vhosts", what="list vhosts", params={"disable_stats": "true"})
-        definitions = pool.submit(_definitions, client, wanted) if wanted else None
-        actual = Actual()
-        for item in vhost_list.result():
-            actual.vhosts.add(item["name"])
-            if item["name"] in keep:
-                _add(actual, vhost_from_broker(item))
-        if definitions is not None:
-            add_definitions(actual, definitions.result(), default_vhost=wanted[0], keep=keep & actual.vhosts)
-        info = overview.result()
+    info, vhost_list, definitions = _concurrently(
+        lambda: read_overview(client),
+        lambda: client.get("/api/vhosts", what="list vhosts", params={"disable_stats": "true"}),
+        lambda: _definitions(client, wanted) if wanted else None,
+    )
+    actual = Actual()
+    for item in vhost_list:
+        actual.vhosts.add(item["name"])
+        if item["name"] in keep:
+            _add(actual, vhost_from_broker(item))
+    if definitions is not None:
+        add_definitions(actual, definitions, default_vhost=wanted[0], keep=keep & actual.vhosts)
     actual.version = str(info.get("rabbitmq_version", ""))
     actual.exchange_types = {t["name"] for t in info.get("exchange_types", []) if "name" in t}
     return actual
+
+
+def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
+    """Runs the calls at once and returns their results in order (the first error is raised).
+
+    Daemon threads rather than an executor: an executor's threads are joined when the interpreter
+    exits, so a read abandoned for a file error would keep topo waiting for a silent broker.
+    """
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException | None] = [None] * len(calls)
+
+    def run(index: int) -> None:
+        try:
+            results[index] = calls[index]()
+        except BaseException as exc:  # re-raised in the caller's thread below
+            errors[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for error in errors:
+        if error is not None:
+            raise error
+    return results
 
 
 def _definitions(client: ManagementClient, wanted: list[str]) -> dict[str, Any]:

@@ -65,6 +65,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
         self.env = env
         self.problems: list[Problem] = []
         self._building: set[int] = set()
+        self._built: dict[int, Any] = {}
 
     def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
         # PyYAML's generic resolve (path resolvers, wildcard lists) costs half of all loading time on
@@ -98,14 +99,20 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
         return self.construct_object(node, deep=True)  # explicit tags such as !!omap, or an error
 
     def _guarded(self, node: yaml.Node, build: Any) -> Any:
+        # An alias is the same node again: build it once and share the value, as PyYAML does (building
+        # it anew each time is exponential for nested aliases, and a merge flattens a node only once).
+        if id(node) in self._built:
+            return self._built[id(node)]
         # An alias inside its own anchor would make an endless structure.
         if id(node) in self._building:
             raise yaml.constructor.ConstructorError(None, None, "recursive alias", node.start_mark)
         self._building.add(id(node))
         try:
-            return build(node)
+            value = build(node)
         finally:
             self._building.discard(id(node))
+        self._built[id(node)] = value
+        return value
 
     def _build_mapping(self, node: yaml.MappingNode) -> LocDict:
         merged: set[int] = set()
@@ -135,6 +142,8 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
             lines[key] = line
             if merged and id(key_node) in merged:
                 overridable.add(key)
+            else:
+                overridable.discard(key)  # the node's own key: a second one is a duplicate again
         return result
 
     def _is_duplicate(self, result: LocDict, key: Any) -> bool:
