@@ -581,3 +581,41 @@ def test_non_administrator_can_plan_and_apply_its_own_vhost(topo, api: Api, vhos
         assert topo("plan", "--detailed-exitcode", env=as_user).code == 0
     finally:
         api.delete("users", user)
+
+
+def test_a_canary_password_never_appears_in_any_output(topo, api: Api, vhost_name: str, broker: Any) -> None:
+    canary = "Canary-Zz9-ünï/@:%"
+    user = f"{vhost_name}-admin"
+    api.put({"password": canary, "tags": "administrator"}, "users", user)
+    host = broker.url.split("://", 1)[1]
+    in_url = f"http://{quote(user, safe='')}:{quote(canary, safe='')}@{host}"
+    outputs: list[str] = []
+    try:
+        as_user = {"TOPO_USER": user, "TOPO_PASSWORD": canary}
+        runs = [
+            topo("validate", topology=pipeline(vhost_name), env=as_user),
+            topo("plan", env=as_user),
+            topo("plan", "--json", "--detailed-exitcode", env=as_user),
+            topo("apply", "--auto-approve", env=as_user),
+            topo("apply", "--auto-approve", "--json", env=as_user),
+            topo("plan", env={"TOPO_URL": in_url, "TOPO_USER": None, "TOPO_PASSWORD": None}),
+            topo("plan", env={"TOPO_USER": user, "TOPO_PASSWORD": canary + "-wrong"}),
+            topo("plan", "--url", in_url.replace("http://", "ftp://"), env={"TOPO_PASSWORD": None}),
+            topo("plan", "--url", in_url.replace(host, "127.0.0.1:1"), env={"TOPO_PASSWORD": None}),
+            topo("plan", "--help"),
+        ]
+        broker_section = (
+            "broker:\n  url: ${CANARY_URL}\n  user: ${CANARY_USER}\n  password: ${CANARY_PW}\n"
+            + textwrap.dedent(pipeline(vhost_name)).lstrip("\n")
+        )
+        section_env = {"CANARY_URL": broker.url, "CANARY_USER": user, "CANARY_PW": canary}
+        section_env |= {"TOPO_URL": None, "TOPO_USER": None, "TOPO_PASSWORD": None}
+        runs.append(topo("plan", topology=broker_section, env=section_env))
+        runs.append(topo("plan", env={**section_env, "CANARY_PW": canary + "-wrong"}))
+        assert [r.code for r in runs] == [0, 0, 2, 0, 0, 0, 1, 1, 1, 0, 0, 1], [r.output for r in runs]
+        outputs = [r.output for r in runs]
+    finally:
+        api.delete("users", user)
+    for output in outputs:
+        for form in (canary, quote(canary, safe=""), quote(canary)):
+            assert form not in output
