@@ -13,12 +13,17 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import textwrap
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 import requests
 
+from broker_api import Api
+from cli_runner import Result, run_topo
 from rabbitmq_node import Broker, RabbitNode
 
 # Tests using any of these get the `broker` marker, so `-m "not broker"`
@@ -91,3 +96,28 @@ def vhost_name(request: pytest.FixtureRequest, broker: Broker) -> Iterator[str]:
     # 404: the test never created it (or deleted it itself).
     if resp.status_code not in (204, 404):
         raise AssertionError(f"cleanup: DELETE vhost {name!r} gave HTTP {resp.status_code}: {resp.text[:300]}")
+
+
+@pytest.fixture
+def api(broker: Any) -> Api:
+    return Api(broker)
+
+
+@pytest.fixture
+def topo(broker: Any, tmp_path: Path):
+    """Runs topo against the test broker with the topology written to a temp file."""
+
+    def run(*args: str, topology: str | None = None, env: dict[str, str | None] | None = None) -> Result:
+        path = tmp_path / "topology.yaml"
+        if topology is not None:
+            path.write_text(textwrap.dedent(topology), encoding="utf-8")
+        environment: dict[str, str | None] = {
+            "TOPO_URL": broker.url,
+            "TOPO_USER": broker.user,
+            "TOPO_PASSWORD": broker.password,
+            "NO_COLOR": "1",
+        }
+        environment.update(env or {})
+        return run_topo(*args, "-f", str(path), env=environment)
+
+    return run

@@ -26,6 +26,7 @@ _ENDPOINTS = {
     Kind.OPERATOR_POLICY: "operator-policies",
     Kind.EXCHANGE: "exchanges",
     Kind.QUEUE: "queues",
+    Kind.PERMISSION: "permissions",
 }
 
 
@@ -58,6 +59,13 @@ def _body(change: Change) -> dict[str, Any]:
         return {"durable": attrs["durable"], "auto_delete": attrs["auto_delete"], "arguments": arguments}
     if kind is Kind.BINDING:
         return {"routing_key": attrs["routing_key"], "arguments": attrs["arguments"]}
+    if kind is Kind.USER:
+        # A user PUT without a password or hash clears the password: always send the hash (the current
+        # one when unchanged; one computed here, never the plaintext, when it changes).
+        password_hash, algorithm = attrs["password"].to_broker()
+        return {"password_hash": password_hash, "hashing_algorithm": algorithm, "tags": ",".join(attrs["tags"])}
+    if kind is Kind.TOPIC_PERMISSION:
+        return {"exchange": attrs["exchange"], "write": attrs["write"], "read": attrs["read"]}
     return attrs
 
 
@@ -96,6 +104,14 @@ def execute(client: ManagementClient, step: Step, allow_data_loss: bool) -> None
     kind, vhost, name = change.kind, change.key.vhost, change.key.name
     if kind is Kind.VHOST:
         path = api_path("vhosts", vhost)
+    elif kind is Kind.USER:
+        path = api_path("users", name)
+    elif kind is Kind.TOPIC_PERMISSION:
+        attrs = change.after or change.before or {}
+        path = api_path("topic-permissions", vhost, attrs["user"])
+        if step.phase is Action.DELETE:
+            # The per-exchange path: the plain one would remove all of the user's entries in the vhost.
+            path = api_path("topic-permissions", vhost, attrs["user"], attrs["exchange"])
     elif kind is Kind.BINDING:
         path = _binding_path(change)
     else:

@@ -18,7 +18,7 @@ import typer
 from topo import __version__
 from topo.client import ManagementClient
 from topo.connection import Connection, resolve_connection
-from topo.engine import apply_and_verify, build_plan, scope
+from topo.engine import apply_and_verify, build_plan, manages_access, scope
 from topo.errors import TopoError
 from topo.load import Loaded, guess_vhosts, load_topology
 from topo.model import json_schema
@@ -117,7 +117,8 @@ def _load_and_plan(files: list[str] | None, options: ConnectionOptions) -> tuple
     if early is not None:
         early_connection, vhosts, reading = early
         # The early read counts only if it asked the same broker, as the same user, about the same vhosts.
-        if early_connection == connection and vhosts == scope(loaded.desired):
+        same_read = vhosts == scope(loaded.desired) and not manages_access(loaded.desired)
+        if early_connection == connection and same_read:
             actual = reading.result()  # the same read would fail the same way: its error stands
     return loaded, client, build_plan(client, loaded.desired, actual)
 
@@ -222,7 +223,7 @@ def apply(
         _out(render_json(the_plan) if as_json else render_text(the_plan, _colour(no_color)))
         if the_plan.empty:
             return 0
-        the_plan.raise_if_unsafe(allow_data_loss)
+        the_plan.raise_if_unsafe(allow_data_loss, the_plan.me)
         if not auto_approve and not _confirm():
             _err("Apply cancelled.")
             return 1

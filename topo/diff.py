@@ -90,7 +90,10 @@ def diff(desired: Desired, actual: Actual) -> DiffResult:
                 Change(Action.REPLACE, key, dict(have.attrs), dict(want.attrs), f"{reason} (immutable)")
             )
         elif key.kind not in IDENTITY_KINDS:
-            result.changes.append(Change(Action.UPDATE, key, dict(have.attrs), dict(want.attrs)))
+            # Unchanged fields carry the broker's value: an unchanged password is sent back as its
+            # current hash, so updating a user's tags never resets (or re-salts) the password.
+            after = {f: have.attrs[f] if same_value(have.attrs.get(f), v) else v for f, v in want.attrs.items()}
+            result.changes.append(Change(Action.UPDATE, key, dict(have.attrs), after))
     for key in desired.absent:
         have = actual.objects.get(key)
         if key.kind is Kind.VHOST:
@@ -104,6 +107,8 @@ def diff(desired: Desired, actual: Actual) -> DiffResult:
             continue
         if key.kind is Kind.VHOST or key in desired.external:
             continue
+        if key.kind in ACCESS_KINDS and not _manages(desired, actual, key, have):
+            continue
         if desired.prune.get(key.vhost, False):
             result.changes.append(Change(Action.DELETE, key, dict(have.attrs), None, "not declared (prune)"))
         else:
@@ -111,6 +116,17 @@ def diff(desired: Desired, actual: Actual) -> DiffResult:
     _recreate_dropped_bindings(result, actual)
     result.unmanaged.sort(key=lambda obj: obj.key)
     return result
+
+
+ACCESS_KINDS = frozenset({Kind.PERMISSION, Kind.TOPIC_PERMISSION})
+
+
+def _manages(desired: Desired, actual: Actual, key: Key, have: Obj) -> bool:
+    """Access entries are in scope only where the files have a permissions (or topic_permissions)
+    section for the vhost, and never the connected user's own undeclared ones: creating a vhost
+    grants its creator full permissions, which must not read as drift."""
+    user = key.name if key.kind is Kind.PERMISSION else have.attrs["user"]
+    return (key.kind, key.vhost) in desired.access and user != actual.me
 
 
 def _vhost_defaults() -> dict[str, Any]:

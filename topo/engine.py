@@ -12,6 +12,11 @@ from topo.render import display_name
 from topo.state import Actual, Desired, Key, Kind, Location
 
 
+def manages_access(desired: Desired) -> bool:
+    users = any(key.kind is Kind.USER for key in (*desired.objects, *desired.absent))
+    return users or bool(desired.access)
+
+
 def scope(desired: Desired) -> list[str]:
     return [*desired.vhosts, *desired.absent_vhosts]
 
@@ -72,12 +77,12 @@ def adapt_to_broker(desired: Desired, actual: Actual) -> list[str]:
 def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None = None) -> Plan:
     """The plan; `actual` may be a read of exactly this scope made in advance (see cli)."""
     if actual is None:
-        actual = read_actual(client, scope(desired))
+        actual = read_actual(client, scope(desired), manages_access(desired))
     check_against_broker(desired, actual)
     warnings = [*desired.warnings, *adapt_to_broker(desired, actual)]
     result = diff(desired, actual)
     _count_messages(client, result.changes)
-    return Plan(result.changes, result.unmanaged, warnings)
+    return Plan(result.changes, result.unmanaged, warnings, me=actual.me)
 
 
 def _count_messages(client: ManagementClient, changes: list[Change]) -> None:
@@ -110,7 +115,7 @@ def apply_and_verify(
     allow_data_loss: bool,
     progress: Progress | None = None,
 ) -> int:
-    plan.raise_if_unsafe(allow_data_loss)
+    plan.raise_if_unsafe(allow_data_loss, plan.me)
     count = apply_plan(client, plan, allow_data_loss=allow_data_loss, progress=progress)
     verify(client, desired)
     return count
@@ -118,7 +123,7 @@ def apply_and_verify(
 
 def verify(client: ManagementClient, desired: Desired) -> None:
     """Reads the broker again: anything still different was silently ignored or changed meanwhile."""
-    remaining = diff(desired, read_actual(client, scope(desired))).changes
+    remaining = diff(desired, read_actual(client, scope(desired), manages_access(desired))).changes
     if remaining:
         lines = "\n".join(
             f"  {c.action.value} {c.kind.value} {display_name(c.key, c.after or c.before)} in vhost {c.key.vhost!r}"

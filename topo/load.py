@@ -18,8 +18,11 @@ from topo.normalize import (
     binding_from_fields,
     exchange_from_spec,
     limit_obj,
+    permission_obj,
     policy_from_spec,
     queue_from_spec,
+    topic_permission_obj,
+    user_from_spec,
     vhost_from_spec,
 )
 from topo.state import Desired, Key, Kind, Location, Obj
@@ -244,6 +247,9 @@ class _Builder:
             self.top_prune = (model.prune, where)
         for vhost, spec in model.vhosts.items():
             self.add_vhost(source, vhost, spec)
+        for name, user in model.users.items():
+            path = ("users", name)
+            self._add(user_from_spec(name, user), Location(source.path, raw, path), path, user.absent)
 
     def add_vhost(self, source: SourceFile, vhost: str, spec: Any) -> None:
         def at(*path: Any) -> Location:
@@ -301,10 +307,27 @@ class _Builder:
                 dict(binding.arguments),
             )
             self._add(obj, at("bindings", index), (*base, "bindings", index), binding.absent)
+        self._add_access(vhost, spec, at, base)
         for kind, section in ((Kind.POLICY, "policies"), (Kind.OPERATOR_POLICY, "operator_policies")):
             for name, policy in getattr(spec, section).items():
                 obj = policy_from_spec(kind, vhost, name, policy)
                 self._add(obj, at(section, name), (*base, section, name), policy.absent)
+
+    def _add_access(self, vhost: str, spec: Any, at: Any, base: tuple[Any, ...]) -> None:
+        if spec.permissions is not None:
+            self.desired.access.add((Kind.PERMISSION, vhost))
+            for user, permission in spec.permissions.items():
+                obj = permission_obj(
+                    vhost, user, permission.configure or "", permission.write or "", permission.read or ""
+                )
+                self._add(obj, at("permissions", user), (*base, "permissions", user), permission.absent)
+        if spec.topic_permissions is not None:
+            self.desired.access.add((Kind.TOPIC_PERMISSION, vhost))
+            for user, exchanges in spec.topic_permissions.items():
+                for exchange, topic in exchanges.items():
+                    obj = topic_permission_obj(vhost, user, exchange, topic.write or "", topic.read or "")
+                    path = (*base, "topic_permissions", user, exchange)
+                    self._add(obj, at("topic_permissions", user, exchange), path, topic.absent)
 
     def _merge_vhost_metadata(self, source: SourceFile, vhost: str, spec: Any, at: Any) -> None:
         incoming = vhost_from_spec(vhost, spec)

@@ -29,6 +29,7 @@ from topo.arguments import (
     generic_argument_problems,
     queue_argument_problems,
 )
+from topo.passwords import hash_problem
 
 ApplyTo = Literal["all", "queues", "exchanges", "classic_queues", "quorum_queues", "streams"]
 QueueType = Literal["classic", "quorum", "stream"]
@@ -259,6 +260,62 @@ class LimitsSpec(Spec):
         return "vhost limits"
 
 
+def _compile(value: str | None, what: str) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"{what} {value!r} is not a valid regular expression: {exc}") from None
+    return value
+
+
+class PermissionSpec(Managed):
+    """What a user may do in a vhost: regular expressions over resource names ("" = nothing)."""
+
+    configure: str | None = None
+    write: str | None = None
+    read: str | None = None
+
+    @classmethod
+    def describe(cls) -> str:
+        return "a permission"
+
+    @field_validator("configure", "write", "read")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        return _compile(value, "pattern")
+
+    @model_validator(mode="after")
+    def _complete(self) -> PermissionSpec:
+        missing = [k for k in ("configure", "write", "read") if getattr(self, k) is None]
+        if not self.absent and missing:
+            raise ValueError(f"a permission needs configure, write and read (missing: {', '.join(missing)})")
+        return self
+
+
+class TopicPermissionSpec(Managed):
+    """What a user may publish (write) and consume (read) through a topic exchange, by routing key."""
+
+    write: str | None = None
+    read: str | None = None
+
+    @classmethod
+    def describe(cls) -> str:
+        return "a topic permission"
+
+    @field_validator("write", "read")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        return _compile(value, "pattern")
+
+    @model_validator(mode="after")
+    def _complete(self) -> TopicPermissionSpec:
+        missing = [k for k in ("write", "read") if getattr(self, k) is None]
+        if not self.absent and missing:
+            raise ValueError(f"a topic permission needs write and read (missing: {', '.join(missing)})")
+        return self
+
+
 def _with_type(spec: Any, default: str) -> Any:
     # Absent and external queues are only names: a type would be one key too many for them.
     if not isinstance(spec, dict) or "type" in spec or spec.get("absent") or spec.get("external"):
@@ -285,6 +342,12 @@ class VhostSpec(Spec):
     bindings: list[BindingSpec] = Field(default_factory=list)
     policies: dict[str, PolicySpec] = Field(default_factory=dict)
     operator_policies: dict[str, PolicySpec] = Field(default_factory=dict)
+    permissions: dict[str, PermissionSpec] | None = Field(
+        None, description="By user. Present (even {}) = topo manages this vhost's permissions."
+    )
+    topic_permissions: dict[str, dict[str, TopicPermissionSpec]] | None = Field(
+        None, description="By user, then exchange. Present (even {}) = managed."
+    )
 
     @classmethod
     def describe(cls) -> str:
@@ -320,6 +383,43 @@ class VhostSpec(Spec):
         return self
 
 
+USER_TAGS = ("administrator", "monitoring", "policymaker", "management", "impersonator")
+HashingAlgorithm = Literal[
+    "rabbit_password_hashing_sha256", "rabbit_password_hashing_sha512", "rabbit_password_hashing_md5"
+]
+
+
+class UserSpec(Managed):
+    """A user. Without password or password_hash the user has no password (certificate/external auth)."""
+
+    password: str | None = Field(None, description="Plaintext; use ${VARIABLE}. Never printed, never sent.")
+    password_hash: str | None = Field(None, description="As exported by RabbitMQ (base64 of salt + digest).")
+    hashing_algorithm: HashingAlgorithm = "rabbit_password_hashing_sha256"
+    tags: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def describe(cls) -> str:
+        return "a user"
+
+    @field_validator("tags")
+    @classmethod
+    def _known_tags(cls, tags: list[str]) -> list[str]:
+        unknown = [tag for tag in tags if tag not in USER_TAGS]
+        if unknown:
+            raise ValueError(f"unknown tags {unknown}; known: {', '.join(USER_TAGS)}")
+        return tags
+
+    @model_validator(mode="after")
+    def _one_password(self) -> UserSpec:
+        if self.password is not None and self.password_hash is not None:
+            raise ValueError("give password or password_hash, not both")
+        if self.password_hash is not None:
+            problem = hash_problem(self.password_hash, self.hashing_algorithm)
+            if problem:
+                raise ValueError(f"password_hash {problem}")
+        return self
+
+
 class BrokerSpec(Spec):
     """How to reach the management API. Command-line options and TOPO_* variables take precedence."""
 
@@ -351,6 +451,7 @@ class Topology(Spec):
     broker: BrokerSpec | None = None
     prune: bool = Field(False, description="Delete undeclared objects in every managed vhost.")
     vhosts: dict[str, VhostSpec] = Field(default_factory=dict)
+    users: dict[str, UserSpec] = Field(default_factory=dict)
 
     @classmethod
     def describe(cls) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from topo.model import ExchangeSpec, PolicySpec, VhostSpec
-from topo.state import Key, Kind, Obj, binding_key
+from topo.passwords import DEFAULT_ALGORITHM, Password
+from topo.state import Key, Kind, Obj, binding_key, canonical
 
 TRANSIENT_QUEUE_PREFIXES = ("amq.gen-", "mqtt-subscription-")
 
@@ -175,3 +176,30 @@ def policy_from_broker(kind: Kind, vhost: str, item: dict[str, Any]) -> Obj:
             "definition": dict(item.get("definition") or {}),
         },
     )
+
+
+# ---- access control -------------------------------------------------------------------------------
+
+
+def user_from_spec(name: str, spec: Any) -> Obj:
+    if spec.password is not None:
+        password = Password("", spec.hashing_algorithm, spec.password)
+    else:
+        password = Password(spec.password_hash or "", spec.hashing_algorithm)
+    return Obj(Key(Kind.USER, "", name), {"tags": tags_of(spec.tags), "password": password})
+
+
+def user_from_broker(item: dict[str, Any]) -> Obj:
+    algorithm = item.get("hashing_algorithm") or DEFAULT_ALGORITHM
+    password = Password(item.get("password_hash") or "", algorithm)
+    return Obj(Key(Kind.USER, "", item["name"]), {"tags": tags_of(item.get("tags")), "password": password})
+
+
+def permission_obj(vhost: str, user: str, configure: str, write: str, read: str) -> Obj:
+    return Obj(Key(Kind.PERMISSION, vhost, user), {"configure": configure, "write": write, "read": read})
+
+
+def topic_permission_obj(vhost: str, user: str, exchange: str, write: str, read: str) -> Obj:
+    # Identified by user and exchange together, like a binding by its ends.
+    key = Key(Kind.TOPIC_PERMISSION, vhost, canonical([user, exchange]))
+    return Obj(key, {"user": user, "exchange": exchange, "write": write, "read": read})

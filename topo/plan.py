@@ -13,6 +13,9 @@ from topo.state import Kind, Obj
 # create (in its create slot), which is why bindings are deleted before and created after both.
 ORDER: list[tuple[frozenset[Action], Kind]] = [
     (frozenset({Action.CREATE, Action.UPDATE}), Kind.VHOST),
+    (frozenset({Action.CREATE, Action.UPDATE}), Kind.USER),
+    (frozenset({Action.CREATE, Action.UPDATE}), Kind.PERMISSION),
+    (frozenset({Action.CREATE, Action.UPDATE}), Kind.TOPIC_PERMISSION),
     (frozenset({Action.CREATE, Action.UPDATE}), Kind.VHOST_LIMIT),
     (frozenset({Action.CREATE, Action.UPDATE}), Kind.POLICY),
     (frozenset({Action.CREATE, Action.UPDATE}), Kind.OPERATOR_POLICY),
@@ -25,7 +28,10 @@ ORDER: list[tuple[frozenset[Action], Kind]] = [
     (frozenset({Action.DELETE}), Kind.OPERATOR_POLICY),
     (frozenset({Action.DELETE}), Kind.POLICY),
     (frozenset({Action.DELETE}), Kind.VHOST_LIMIT),
+    (frozenset({Action.DELETE}), Kind.TOPIC_PERMISSION),
+    (frozenset({Action.DELETE}), Kind.PERMISSION),
     (frozenset({Action.DELETE}), Kind.VHOST),
+    (frozenset({Action.DELETE}), Kind.USER),
 ]
 
 
@@ -70,6 +76,9 @@ _DISPLAY_ORDER = {
     Kind.EXCHANGE: 4,
     Kind.QUEUE: 5,
     Kind.BINDING: 6,
+    Kind.PERMISSION: 7,
+    Kind.TOPIC_PERMISSION: 8,
+    Kind.USER: 9,
 }
 
 
@@ -78,11 +87,17 @@ def _loss(change: Change) -> str:
     return count + " counted, more uncountable" if change.messages_unknown else count
 
 
+def _removes_access(change: Change) -> bool:
+    after = change.after or {}
+    return change.action is Action.DELETE or all(after.get(k) in ("", "^$") for k in ("configure", "write", "read"))
+
+
 @dataclass(slots=True)
 class Plan:
     changes: list[Change] = field(default_factory=list)
     unmanaged: list[Obj] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    me: str = ""  # the user topo is connected as
 
     def __post_init__(self) -> None:
         self.changes.sort(key=lambda c: (c.key.vhost, _DISPLAY_ORDER[c.kind], c.key.name, c.action))
@@ -108,7 +123,31 @@ class Plan:
             and ((c.messages or 0) > 0 or c.messages_unknown)
         ]
 
-    def raise_if_unsafe(self, allow_data_loss: bool) -> None:
+    def lockouts(self, me: str) -> list[str]:
+        """Why the plan would lock out `me`, the user topo is connected as (no flag overrides this)."""
+        reasons = []
+        for change in self.changes:
+            before, after = change.before or {}, change.after or {}
+            if change.kind is Kind.USER and change.key.name == me:
+                if change.action is Action.DELETE:
+                    reasons.append(f"it deletes user {me!r}, the user topo is connected as")
+                elif "administrator" in before.get("tags", []) and "administrator" not in after.get("tags", []):
+                    reasons.append(f"it removes the administrator tag from {me!r}, the user topo is connected as")
+            elif change.kind is Kind.PERMISSION and change.key.name == me and _removes_access(change):
+                reasons.append(
+                    f"it removes the permissions of {me!r}, the user topo is connected as, on vhost "
+                    f"{change.key.vhost!r} which topo manages"
+                )
+        return reasons
+
+    def raise_if_unsafe(self, allow_data_loss: bool, me: str = "") -> None:
+        lockouts = self.lockouts(me) if me else []
+        if lockouts:
+            raise UnsafePlan(
+                "refusing to apply: the plan would lock topo out of the broker:\n"
+                + "\n".join(f"  {reason}" for reason in lockouts)
+                + "\nApply it as another administrator, or change the files."
+            )
         losses = self.data_loss()
         if losses and not allow_data_loss:
             lines = "\n".join(

@@ -16,8 +16,11 @@ from topo.normalize import (
     binding_from_broker,
     exchange_from_broker,
     limit_obj,
+    permission_obj,
     policy_from_broker,
     queue_from_broker,
+    topic_permission_obj,
+    user_from_broker,
     vhost_from_broker,
 )
 from topo.state import Actual, Kind, Obj
@@ -31,7 +34,7 @@ def read_overview(client: ManagementClient) -> dict[str, Any]:
     )
 
 
-def read_actual(client: ManagementClient, vhosts: Iterable[str]) -> Actual:
+def read_actual(client: ManagementClient, vhosts: Iterable[str], access_control: bool = False) -> Actual:
     """Everything topo compares, for the given vhosts (those that exist).
 
     Three requests, sent at once: the overview (version, exchange types), the vhost list (metadata
@@ -40,12 +43,26 @@ def read_actual(client: ManagementClient, vhosts: Iterable[str]) -> Actual:
     """
     wanted = list(dict.fromkeys(vhosts))
     keep = set(wanted)
-    info, vhost_list, definitions = _concurrently(
+    info, vhost_list, definitions, access = _concurrently(
         lambda: read_overview(client),
         lambda: client.get("/api/vhosts", what="list vhosts", params={"disable_stats": "true"}),
         lambda: _definitions(client, wanted) if wanted else None,
+        lambda: _access(client) if access_control else None,
     )
-    actual = Actual()
+    actual = Actual(me=client.connection.user)
+    if access is not None:
+        users, permissions, topic_permissions = access
+        for item in users:
+            _add(actual, user_from_broker(item))
+        for item in permissions:
+            if item.get("vhost") in keep:
+                _add(
+                    actual, permission_obj(item["vhost"], item["user"], item["configure"], item["write"], item["read"])
+                )
+        for item in topic_permissions:
+            if item.get("vhost") in keep:
+                obj = topic_permission_obj(item["vhost"], item["user"], item["exchange"], item["write"], item["read"])
+                _add(actual, obj)
     for item in vhost_list:
         actual.vhosts.add(item["name"])
         if item["name"] in keep:
@@ -81,6 +98,15 @@ def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
         if error is not None:
             raise error
     return results
+
+
+def _access(client: ManagementClient) -> list[Any]:
+    """Users, permissions and topic permissions (administrator-only listings)."""
+    return _concurrently(
+        lambda: client.get("/api/users", what="list users"),
+        lambda: client.get("/api/permissions", what="list permissions"),
+        lambda: client.get("/api/topic-permissions", what="list topic permissions"),
+    )
 
 
 def _definitions(client: ManagementClient, wanted: list[str]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from itertools import groupby
 from typing import Any
 
 from topo.diff import Action, Change
+from topo.passwords import Password
 from topo.plan import Plan
 from topo.state import Key, Kind, Obj
 
@@ -26,7 +27,21 @@ def display_name(key: Key, attrs: dict[str, Any] | None) -> str:
         if attrs.get("arguments"):
             text += f" arguments={json.dumps(attrs['arguments'], sort_keys=True, ensure_ascii=False)}"
         return text
+    if key.kind is Kind.TOPIC_PERMISSION:
+        attrs = attrs or {}
+        user, exchange = (json.dumps(attrs[k], ensure_ascii=False) for k in ("user", "exchange"))
+        return f"{user} on exchange {exchange}"
     return json.dumps(key.name, ensure_ascii=False)
+
+
+SENSITIVE = "(sensitive value)"
+
+
+def public(attrs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Attributes fit to show: passwords and hashes replaced by a marker."""
+    if attrs is None:
+        return None
+    return {k: SENSITIVE if isinstance(v, Password) else v for k, v in attrs.items()}
 
 
 def _count(number: int, noun: str) -> str:
@@ -34,6 +49,8 @@ def _count(number: int, noun: str) -> str:
 
 
 def _value(value: Any) -> str:
+    if isinstance(value, Password):
+        return SENSITIVE
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
@@ -60,6 +77,9 @@ def _change_lines(change: Change, paint: _Painter) -> list[str]:
         for field in change.changed_fields():
             before = (change.before or {}).get(field)
             after = (change.after or {}).get(field)
+            if isinstance(after, Password):
+                lines.append(f"{pad}{field}: (sensitive value changed)")
+                continue
             lines.append(f"{pad}{field}: {_value(before)} → {_value(after)}")
     if change.reason and change.action is not Action.UPDATE:
         label = "replace because" if change.action is Action.REPLACE else "because"
@@ -135,8 +155,8 @@ def change_to_json(change: Change) -> dict[str, Any]:
         "kind": change.kind.value,
         "vhost": change.key.vhost,
         "name": change.key.name if change.kind is not Kind.BINDING else display_name(change.key, attrs),
-        "before": change.before,
-        "after": change.after,
+        "before": public(change.before),
+        "after": public(change.after),
         "reason": change.reason,
         "messages": change.messages,
         "messages_unknown": change.messages_unknown,
@@ -154,7 +174,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
                 "kind": o.kind.value,
                 "vhost": o.key.vhost,
                 "name": o.key.name if o.kind is not Kind.BINDING else display_name(o.key, o.attrs),
-                "attributes": o.attrs,
+                "attributes": public(o.attrs),
             }
             for o in plan.unmanaged
         ],

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from topo.passwords import Password
 from topo.yamlload import line_of
 
 
@@ -22,6 +23,9 @@ class Kind(StrEnum):
     EXCHANGE = "exchange"
     QUEUE = "queue"
     BINDING = "binding"
+    USER = "user"
+    PERMISSION = "permission"
+    TOPIC_PERMISSION = "topic_permission"
 
 
 # Properties RabbitMQ cannot change on a live object: a difference means delete and re-create.
@@ -56,6 +60,8 @@ def same_value(left: Any, right: Any) -> bool:
     """Equality as RabbitMQ sees it: 60000 != "60000", true != 1, 5 != 5.0; dict key order ignored."""
     if type(left) is not type(right):
         return False
+    if isinstance(left, Password):
+        return left.same_as(right)
     if isinstance(left, dict):
         return left.keys() == right.keys() and all(same_value(value, right[key]) for key, value in left.items())
     if isinstance(left, list):
@@ -99,6 +105,8 @@ class Desired:
     vhosts: list[str] = field(default_factory=list)  # managed vhosts, in declaration order
     absent_vhosts: list[str] = field(default_factory=list)
     prune: dict[str, bool] = field(default_factory=dict)
+    # Vhosts whose permissions / topic permissions the files manage (the key is present there).
+    access: set[tuple[Kind, str]] = field(default_factory=set)
     locations: dict[Key, Location] = field(default_factory=dict)
     # Legal but probably wrong (RabbitMQ accepts them and then drops messages): shown, never fatal.
     warnings: list[str] = field(default_factory=list)
@@ -112,3 +120,4 @@ class Actual:
     vhosts: set[str] = field(default_factory=set)  # every vhost on the broker
     exchange_types: set[str] = field(default_factory=set)
     version: str = ""
+    me: str = ""  # the user topo is connected as: its own access is guarded (see plan.lockout)

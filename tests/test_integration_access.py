@@ -1,0 +1,142 @@
+"""Users, permissions and topic permissions against the real test node."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from broker_api import Api
+
+pytestmark = pytest.mark.broker
+
+
+def can_log_in(broker: Any, user: str, password: str) -> bool:
+    response = requests.get(broker.url + "/api/whoami", auth=(user.encode(), password.encode()), timeout=30)
+    return response.status_code == 200
+
+
+def access(vhost: str, user: str, password: str | None, tags: str = "[management]", extra: str = "") -> str:
+    secret = f"password: {json.dumps(password)}, " if password is not None else ""
+    return f"""
+    users:
+      {json.dumps(user)}: {{{secret}tags: {tags}}}
+    vhosts:
+      {json.dumps(vhost)}:
+        permissions:
+          {json.dumps(user)}: {{configure: "^app\\\\.", write: ".*", read: ".*"}}
+        topic_permissions:
+          {json.dumps(user)}:
+            amq.topic: {{write: "^sensors\\\\.", read: ".*"}}
+            events: {{write: "^a$", read: ".*"}}
+    {extra}
+    """
+
+
+@pytest.fixture
+def user_name(vhost_name: str, api: Api):
+    name = f"{vhost_name}-u ü/%"
+    yield name
+    requests.delete(api._url("users", name), auth=api.auth, timeout=30)
+
+
+def test_users_and_permissions_apply_converge_and_passwords_do_not_drift(
+    topo, api: Api, broker: Any, vhost_name: str, user_name: str
+) -> None:
+    first = access(vhost_name, user_name, "pässword-1")
+    applied = topo("apply", "--auto-approve", topology=first)
+    assert applied.code == 0, applied.output
+    assert can_log_in(broker, user_name, "pässword-1")  # UTF-8 password, hashed locally
+    assert topo("plan", "--detailed-exitcode").code == 0  # same password: no change at all
+    perms = api.get("permissions", vhost_name, user_name)
+    assert perms["configure"] == "^app\\."
+    topics = {t["exchange"]: t["write"] for t in api.get("topic-permissions", vhost_name, user_name)}
+    assert topics == {"amq.topic": "^sensors\\.", "events": "^a$"}
+
+    changed = topo("plan", "--json", topology=access(vhost_name, user_name, "pässword-2"))
+    changes = json.loads(changed.stdout)["changes"]
+    assert [(c["action"], c["kind"]) for c in changes] == [("update", "user")]
+    assert changes[0]["after"]["password"] == "(sensitive value)"
+    text = topo("plan")
+    assert "password: (sensitive value changed)" in text.stdout and "pässword" not in text.output
+    assert topo("apply", "--auto-approve").code == 0
+    assert can_log_in(broker, user_name, "pässword-2") and not can_log_in(broker, user_name, "pässword-1")
+
+    # Only the tags change: the password survives (the current hash is sent back, not re-salted).
+    stored = api.get("users", user_name)["password_hash"]
+    tags = topo("apply", "--auto-approve", topology=access(vhost_name, user_name, "pässword-2", "[monitoring]"))
+    assert tags.code == 0, tags.output
+    assert api.get("users", user_name)["password_hash"] == stored
+    assert can_log_in(broker, user_name, "pässword-2")
+
+    # The exported hash declares the same password: still no change.
+    hashed = access(vhost_name, user_name, None, "[monitoring]").replace(
+        "{tags: [monitoring]}", f"{{password_hash: {stored}, tags: [monitoring]}}"
+    )
+    assert topo("plan", "--detailed-exitcode", topology=hashed).code == 0
+
+
+def test_removing_one_topic_permission_keeps_the_others(topo, api: Api, vhost_name: str, user_name: str) -> None:
+    assert topo("apply", "--auto-approve", topology=access(vhost_name, user_name, "pw-12345")).code == 0
+    without_events = access(vhost_name, user_name, "pw-12345").replace(
+        'events: {write: "^a$", read: ".*"}', "events: {absent: true}"
+    )
+    plan = topo("plan", "--json", topology=without_events)
+    assert [(c["action"], c["kind"]) for c in json.loads(plan.stdout)["changes"]] == [("delete", "topic_permission")]
+    assert topo("apply", "--auto-approve").code == 0
+    assert [t["exchange"] for t in api.get("topic-permissions", vhost_name, user_name)] == ["amq.topic"]
+    assert topo("plan", "--detailed-exitcode").code == 0
+
+
+def test_the_creators_own_permission_on_a_new_vhost_is_not_drift(topo, vhost_name: str, user_name: str) -> None:
+    # Creating the vhost grants the connected user (guest) full permissions there.
+    assert topo("apply", "--auto-approve", topology=access(vhost_name, user_name, "pw-12345")).code == 0
+    plan = topo("plan", "--json")
+    assert json.loads(plan.stdout)["changes"] == [] and json.loads(plan.stdout)["unmanaged"] == []
+
+
+def test_topo_never_locks_out_the_user_it_is_connected_as(topo, api: Api, broker: Any, vhost_name: str) -> None:
+    me = f"{vhost_name}-admin"
+    password = "admin-Pw-1234"
+    api.put({"password": password, "tags": "administrator"}, "users", me)
+    as_me = {"TOPO_USER": me, "TOPO_PASSWORD": password}
+    base = f"""
+    vhosts:
+      {json.dumps(vhost_name)}:
+        permissions:
+          {json.dumps(me)}: {{configure: ".*", write: ".*", read: ".*"}}
+    """
+    try:
+        assert topo("apply", "--auto-approve", topology=base, env=as_me).code == 0
+        attempts = {
+            "deletes user": base + f"\n    users:\n      {json.dumps(me)}: {{absent: true}}\n",
+            "removes the administrator tag": base + f"\n    users:\n      {json.dumps(me)}: {{tags: [management]}}\n",
+            "removes the permissions": base.replace('{configure: ".*", write: ".*", read: ".*"}', "{absent: true}"),
+        }
+        for reason, topology in attempts.items():
+            result = topo("apply", "--auto-approve", topology=topology, env=as_me)
+            assert result.code == 1 and reason in result.stderr and "lock topo out" in result.stderr, result.output
+        assert api.get("users", me)["tags"] == ["administrator"]
+        assert api.get("permissions", vhost_name, me)["configure"] == ".*"
+    finally:
+        requests.delete(api._url("users", me), auth=api.auth, timeout=30)
+
+
+def test_user_with_a_placeholder_hash_is_rejected_offline(topo, vhost_name: str) -> None:
+    topology = f'users:\n  "{vhost_name}": {{password_hash: "admin_password_change_me"}}\n'
+    result = topo("validate", topology=topology)
+    assert result.code == 1 and "not valid base64" in result.stderr and "admin_password_change_me" not in result.stderr
+
+
+def test_permission_for_a_user_the_files_do_not_declare_must_exist(topo, vhost_name: str) -> None:
+    topology = f"""
+    vhosts:
+      {json.dumps(vhost_name)}:
+        permissions:
+          nobody-{quote(vhost_name)}: {{configure: "", write: "", read: ".*"}}
+    """
+    result = topo("apply", "--auto-approve", topology=topology)
+    assert result.code == 1 and "permission" in result.stderr and "HTTP" in result.stderr
