@@ -140,3 +140,32 @@ def test_permission_for_a_user_the_files_do_not_declare_must_exist(topo, vhost_n
     """
     result = topo("apply", "--auto-approve", topology=topology)
     assert result.code == 1 and "permission" in result.stderr and "HTTP" in result.stderr
+
+
+def test_declaring_users_without_the_administrator_tag_fails_early_and_clearly(
+    topo, api: Api, vhost_name: str, user_name: str
+) -> None:
+    api.put({}, "vhosts", vhost_name)
+    api.put({"password": "mgmt-Pw-123", "tags": "management,policymaker"}, "users", user_name)
+    api.put({"configure": ".*", "write": ".*", "read": ".*"}, "permissions", vhost_name, user_name)
+    result = topo(
+        "plan",
+        topology=access(vhost_name, "someone-else", "x-12345"),
+        env={"TOPO_USER": user_name, "TOPO_PASSWORD": "mgmt-Pw-123"},
+    )
+    assert result.code == 1 and "HTTP 401" in result.stderr and "tagged administrator" in result.stderr
+
+
+def test_declared_user_passwords_never_appear_in_output(topo, vhost_name: str, user_name: str) -> None:
+    canary = "Canary-User-Pw-ß/9"
+    outputs = [
+        topo("validate", topology=access(vhost_name, user_name, canary)).output,
+        topo("plan").output,
+        topo("plan", "--json").output,
+        topo("apply", "--auto-approve", "--json").output,
+        topo("plan", "--json", topology=access(vhost_name, user_name, canary + "-new")).output,
+        topo("plan", topology=access(vhost_name, user_name, canary + "-new")).output,
+    ]
+    for output in outputs:
+        assert canary not in output and "-new" not in output
+    assert "(sensitive value" in outputs[1] and "(sensitive value changed)" in outputs[5]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from topo.client import ManagementClient, api_path
+from topo.errors import BrokerError
 from topo.normalize import (
     binding_from_broker,
     exchange_from_broker,
@@ -102,11 +103,21 @@ def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
 
 def _access(client: ManagementClient) -> list[Any]:
     """Users, permissions and topic permissions (administrator-only listings)."""
-    return _concurrently(
-        lambda: client.get("/api/users", what="list users"),
-        lambda: client.get("/api/permissions", what="list permissions"),
-        lambda: client.get("/api/topic-permissions", what="list topic permissions"),
-    )
+    try:
+        return _concurrently(
+            lambda: client.get("/api/users", what="list users"),
+            lambda: client.get("/api/permissions", what="list permissions"),
+            lambda: client.get("/api/topic-permissions", what="list topic permissions"),
+        )
+    except BrokerError as exc:
+        if exc.status != 401:
+            raise
+        raise BrokerError(
+            exc.action,
+            exc.status,
+            f"{exc.reason}; the files declare users or permissions, which only a user tagged administrator "
+            f"may manage ({client.connection.user!r} is not)",
+        ) from None
 
 
 def _definitions(client: ManagementClient, wanted: list[str]) -> dict[str, Any]:
