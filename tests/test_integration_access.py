@@ -169,3 +169,33 @@ def test_declared_user_passwords_never_appear_in_output(topo, vhost_name: str, u
     for output in outputs:
         assert canary not in output and "-new" not in output
     assert "(sensitive value" in outputs[1] and "(sensitive value changed)" in outputs[5]
+
+
+def test_a_non_administrator_gets_an_early_error_naming_the_missing_tag(
+    topo, api: Api, vhost_name: str, user_name: str
+) -> None:
+    api.put({}, "vhosts", vhost_name)
+    api.put({"password": "mgmt-Pw-123", "tags": "management"}, "users", user_name)
+    api.put({"configure": ".*", "write": ".*", "read": ".*"}, "permissions", vhost_name, user_name)
+    as_user = {"TOPO_USER": user_name, "TOPO_PASSWORD": "mgmt-Pw-123"}
+    topology = f"""
+    vhosts:
+      {json.dumps(vhost_name)}:
+        description: needs an administrator
+        limits: {{max-queues: 10}}
+        queues:
+          jobs: {{}}
+        policies:
+          ttl: {{pattern: "^jobs$", definition: {{message-ttl: 1000}}}}
+    """
+    result = topo("apply", "--auto-approve", topology=topology, env=as_user)
+    assert result.code == 1, result.output
+    for expected in (
+        "update vhost",
+        "needs the administrator tag",
+        "vhost_limit",
+        "policy",
+        "needs the policymaker tag",
+    ):
+        assert expected in result.stderr
+    assert api.get("queues", vhost_name) == []  # refused before any change

@@ -5,7 +5,7 @@ from __future__ import annotations
 from topo.apply import Progress, apply_plan
 from topo.client import ManagementClient
 from topo.diff import Action, Change, diff
-from topo.errors import NotConverged, Problem, ValidationFailed
+from topo.errors import NotConverged, Problem, TopoError, ValidationFailed
 from topo.plan import Plan
 from topo.read import message_counts, read_actual
 from topo.render import display_name
@@ -52,6 +52,38 @@ def _problem(where: Location | None, path: str, reason: str) -> Problem:
     return Problem(where.file if where else "?", where.line if where else None, path, reason)
 
 
+# The user tag RabbitMQ requires to change each kind (exchanges, queues and bindings need permissions
+# on the vhost instead, which the broker checks per request).
+REQUIRED_TAG = {
+    Kind.VHOST: "administrator",
+    Kind.VHOST_LIMIT: "administrator",
+    Kind.OPERATOR_POLICY: "administrator",
+    Kind.USER: "administrator",
+    Kind.PERMISSION: "administrator",
+    Kind.TOPIC_PERMISSION: "administrator",
+    Kind.POLICY: "policymaker",
+}
+
+
+def check_privileges(changes: list[Change], actual: Actual) -> None:
+    """Refuses, before any request, a plan the connected user's tags do not allow."""
+    if "administrator" in actual.my_tags:
+        return
+    missing = []
+    for change in changes:
+        tag = REQUIRED_TAG.get(change.kind)
+        if tag and tag not in actual.my_tags:
+            name = display_name(change.key, change.after or change.before)
+            missing.append(f"  {change.action.value} {change.kind.value} {name}: needs the {tag} tag")
+    if missing:
+        shown = "\n".join(missing[:20]) + (f"\n  … and {len(missing) - 20} more" if len(missing) > 20 else "")
+        tags = ", ".join(sorted(actual.my_tags)) or "none"
+        raise TopoError(
+            f"user {actual.me!r} (tags: {tags}) may not make these changes:\n{shown}\n"
+            "Run topo as a user with those tags, or leave these objects out of the files."
+        )
+
+
 def _version(text: str) -> tuple[int, ...]:
     parts = []
     for part in text.split(".")[:3]:
@@ -81,6 +113,7 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
     check_against_broker(desired, actual)
     warnings = [*desired.warnings, *adapt_to_broker(desired, actual)]
     result = diff(desired, actual)
+    check_privileges(result.changes, actual)
     _count_messages(client, result.changes)
     return Plan(result.changes, result.unmanaged, warnings, me=actual.me)
 

@@ -20,6 +20,7 @@ from topo.normalize import (
     permission_obj,
     policy_from_broker,
     queue_from_broker,
+    tags_of,
     topic_permission_obj,
     user_from_broker,
     vhost_from_broker,
@@ -44,13 +45,14 @@ def read_actual(client: ManagementClient, vhosts: Iterable[str], access_control:
     """
     wanted = list(dict.fromkeys(vhosts))
     keep = set(wanted)
-    info, vhost_list, definitions, access = _concurrently(
+    info, vhost_list, definitions, access, whoami = _concurrently(
         lambda: read_overview(client),
         lambda: client.get("/api/vhosts", what="list vhosts", params={"disable_stats": "true"}),
         lambda: _definitions(client, wanted) if wanted else None,
         lambda: _access(client) if access_control else None,
+        lambda: client.get("/api/whoami", what="read the connected user's tags"),
     )
-    actual = Actual(me=client.connection.user)
+    actual = Actual(me=client.connection.user, my_tags=set(tags_of(whoami.get("tags"))))
     if access is not None:
         users, permissions, topic_permissions = access
         for item in users:

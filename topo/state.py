@@ -121,3 +121,4 @@ class Actual:
     exchange_types: set[str] = field(default_factory=set)
     version: str = ""
     me: str = ""  # the user topo is connected as: its own access is guarded (see plan.lockout)
+    my_tags: set[str] = field(default_factory=lambda: {"administrator"})
