@@ -199,3 +199,20 @@ def test_a_non_administrator_gets_an_early_error_naming_the_missing_tag(
     ):
         assert expected in result.stderr
     assert api.get("queues", vhost_name) == []  # refused before any change
+
+
+def test_user_limits_apply_update_and_remove(topo, api: Api, vhost_name: str, user_name: str) -> None:
+    def limits(connections: int, channels: int) -> str:
+        return access(vhost_name, user_name, "pw-12345").replace(
+            "tags: [management]}",
+            f"tags: [management], limits: {{max-connections: {connections}, max-channels: {channels}}}}}",
+        )
+
+    for round_number in range(1, 4):  # both limits of one user, written together, every time
+        assert topo("apply", "--auto-approve", topology=limits(10 + round_number, 20 + round_number)).code == 0
+        stored = api.get("users", user_name)["limits"]
+        assert stored == {"max-connections": 10 + round_number, "max-channels": 20 + round_number}
+        assert topo("plan", "--detailed-exitcode").code == 0
+    assert topo("apply", "--auto-approve", topology=limits(-1, 5)).code == 0
+    assert api.get("users", user_name)["limits"] == {"max-channels": 5}
+    assert topo("plan", "--detailed-exitcode").code == 0

@@ -106,6 +106,9 @@ def execute(client: ManagementClient, step: Step, allow_data_loss: bool) -> None
         path = api_path("vhosts", vhost)
     elif kind is Kind.USER:
         path = api_path("users", name)
+    elif kind is Kind.USER_LIMIT:
+        attrs = change.after or change.before or {}
+        path = api_path("user-limits", attrs["user"], attrs["name"])
     elif kind is Kind.TOPIC_PERMISSION:
         attrs = change.after or change.before or {}
         path = api_path("topic-permissions", vhost, attrs["user"])
@@ -129,7 +132,7 @@ def execute(client: ManagementClient, step: Step, allow_data_loss: bool) -> None
             client.delete(path, what=what)
     elif kind is Kind.BINDING:
         client.request("POST", path, what=what, body=_body(change), idempotent=True)
-    elif kind is Kind.VHOST_LIMIT:
+    elif kind in (Kind.VHOST_LIMIT, Kind.USER_LIMIT):
         client.put(path, {"value": (change.after or {})["value"]}, what=what)
     else:
         client.put(path, _body(change), what=what)
@@ -193,12 +196,17 @@ def apply_plan(
 def _serial_groups(stage: list[Step]) -> list[list[Step]]:
     """Steps that must not run concurrently, grouped; everything else is a group of one.
 
-    RabbitMQ keeps all limits of a vhost in one record that each PUT reads, changes and writes back:
-    two concurrent limit PUTs on one vhost lose one of the two (seen on 3.10).
+    RabbitMQ keeps all limits of a vhost (or a user) in one record that each PUT reads, changes and
+    writes back: two concurrent limit PUTs on one vhost lose one of the two (seen on 3.10).
     """
     groups: dict[object, list[Step]] = {}
     for index, step in enumerate(stage):
-        key: object = ("limits", step.change.key.vhost) if step.change.kind is Kind.VHOST_LIMIT else index
+        change = step.change
+        key: object = index
+        if change.kind is Kind.VHOST_LIMIT:
+            key = ("limits", change.key.vhost)
+        elif change.kind is Kind.USER_LIMIT:
+            key = ("user limits", (change.after or change.before or {})["user"])
         groups.setdefault(key, []).append(step)
     return list(groups.values())
 

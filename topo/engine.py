@@ -13,7 +13,7 @@ from topo.state import Actual, Desired, Key, Kind, Location
 
 
 def manages_access(desired: Desired) -> bool:
-    users = any(key.kind is Kind.USER for key in (*desired.objects, *desired.absent))
+    users = any(key.kind in (Kind.USER, Kind.USER_LIMIT) for key in (*desired.objects, *desired.absent))
     return users or bool(desired.access)
 
 
@@ -59,6 +59,7 @@ REQUIRED_TAG = {
     Kind.VHOST_LIMIT: "administrator",
     Kind.OPERATOR_POLICY: "administrator",
     Kind.USER: "administrator",
+    Kind.USER_LIMIT: "administrator",
     Kind.PERMISSION: "administrator",
     Kind.TOPIC_PERMISSION: "administrator",
     Kind.POLICY: "policymaker",

@@ -23,6 +23,7 @@ from topo.normalize import (
     queue_from_spec,
     topic_permission_obj,
     user_from_spec,
+    user_limit_obj,
     vhost_from_spec,
 )
 from topo.state import Desired, Key, Kind, Location, Obj
@@ -250,6 +251,14 @@ class _Builder:
         for name, user in model.users.items():
             path = ("users", name)
             self._add(user_from_spec(name, user), Location(source.path, raw, path), path, user.absent)
+            for field_name, fieldinfo in type(user.limits).model_fields.items() if user.limits else ():
+                value = getattr(user.limits, field_name)
+                if value is not None:
+                    alias = fieldinfo.alias or field_name
+                    limit_path = (*path, "limits", alias)
+                    where = Location(source.path, raw, limit_path)
+                    # As for vhosts, a negative limit is stored as no limit: "absent" here.
+                    self._add(user_limit_obj(name, alias, value), where, limit_path, absent=value < 0)
 
     def add_vhost(self, source: SourceFile, vhost: str, spec: Any) -> None:
         def at(*path: Any) -> Location:

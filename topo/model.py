@@ -389,6 +389,17 @@ HashingAlgorithm = Literal[
 ]
 
 
+class UserLimitsSpec(Spec):
+    """Per-user limits; -1 removes a limit."""
+
+    max_connections: int | None = Field(None, alias="max-connections", ge=-1)
+    max_channels: int | None = Field(None, alias="max-channels", ge=-1)
+
+    @classmethod
+    def describe(cls) -> str:
+        return "user limits"
+
+
 class UserSpec(Managed):
     """A user. Without password or password_hash the user has no password (certificate/external auth)."""
 
@@ -396,6 +407,7 @@ class UserSpec(Managed):
     password_hash: str | None = Field(None, description="As exported by RabbitMQ (base64 of salt + digest).")
     hashing_algorithm: HashingAlgorithm = "rabbit_password_hashing_sha256"
     tags: list[str] = Field(default_factory=list)
+    limits: UserLimitsSpec | None = None
 
     @classmethod
     def describe(cls) -> str:

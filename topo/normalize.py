@@ -203,3 +203,7 @@ def topic_permission_obj(vhost: str, user: str, exchange: str, write: str, read:
     # Identified by user and exchange together, like a binding by its ends.
     key = Key(Kind.TOPIC_PERMISSION, vhost, canonical([user, exchange]))
     return Obj(key, {"user": user, "exchange": exchange, "write": write, "read": read})
+
+
+def user_limit_obj(user: str, name: str, value: int) -> Obj:
+    return Obj(Key(Kind.USER_LIMIT, "", canonical([user, name])), {"user": user, "name": name, "value": value})

@@ -14,6 +14,7 @@ from topo.state import Kind, Obj
 ORDER: list[tuple[frozenset[Action], Kind]] = [
     (frozenset({Action.CREATE, Action.UPDATE}), Kind.VHOST),
     (frozenset({Action.CREATE, Action.UPDATE}), Kind.USER),
+    (frozenset({Action.CREATE, Action.UPDATE}), Kind.USER_LIMIT),
     (frozenset({Action.CREATE, Action.UPDATE}), Kind.PERMISSION),
     (frozenset({Action.CREATE, Action.UPDATE}), Kind.TOPIC_PERMISSION),
     (frozenset({Action.CREATE, Action.UPDATE}), Kind.VHOST_LIMIT),
@@ -28,6 +29,7 @@ ORDER: list[tuple[frozenset[Action], Kind]] = [
     (frozenset({Action.DELETE}), Kind.OPERATOR_POLICY),
     (frozenset({Action.DELETE}), Kind.POLICY),
     (frozenset({Action.DELETE}), Kind.VHOST_LIMIT),
+    (frozenset({Action.DELETE}), Kind.USER_LIMIT),
     (frozenset({Action.DELETE}), Kind.TOPIC_PERMISSION),
     (frozenset({Action.DELETE}), Kind.PERMISSION),
     (frozenset({Action.DELETE}), Kind.VHOST),
@@ -79,6 +81,7 @@ _DISPLAY_ORDER = {
     Kind.PERMISSION: 7,
     Kind.TOPIC_PERMISSION: 8,
     Kind.USER: 9,
+    Kind.USER_LIMIT: 10,
 }
 
 

@@ -23,6 +23,7 @@ from topo.normalize import (
     tags_of,
     topic_permission_obj,
     user_from_broker,
+    user_limit_obj,
     vhost_from_broker,
 )
 from topo.state import Actual, Kind, Obj
@@ -57,6 +58,8 @@ def read_actual(client: ManagementClient, vhosts: Iterable[str], access_control:
         users, permissions, topic_permissions = access
         for item in users:
             _add(actual, user_from_broker(item))
+            for name, value in (item.get("limits") or {}).items():
+                _add(actual, user_limit_obj(item["name"], name, value))
         for item in permissions:
             if item.get("vhost") in keep:
                 _add(

@@ -27,6 +27,9 @@ def display_name(key: Key, attrs: dict[str, Any] | None) -> str:
         if attrs.get("arguments"):
             text += f" arguments={json.dumps(attrs['arguments'], sort_keys=True, ensure_ascii=False)}"
         return text
+    if key.kind is Kind.USER_LIMIT:
+        attrs = attrs or {}
+        return f"{json.dumps(attrs['user'], ensure_ascii=False)} {attrs['name']}"
     if key.kind is Kind.TOPIC_PERMISSION:
         attrs = attrs or {}
         user, exchange = (json.dumps(attrs[k], ensure_ascii=False) for k in ("user", "exchange"))

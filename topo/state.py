@@ -24,6 +24,7 @@ class Kind(StrEnum):
     QUEUE = "queue"
     BINDING = "binding"
     USER = "user"
+    USER_LIMIT = "user_limit"
     PERMISSION = "permission"
     TOPIC_PERMISSION = "topic_permission"
 
