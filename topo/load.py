@@ -26,6 +26,7 @@ from topo.normalize import (
     user_limit_obj,
     vhost_from_spec,
 )
+from topo.redact import register_secret
 from topo.state import Desired, Key, Kind, Location, Obj
 from topo.yamlload import line_of, load_yaml
 
@@ -250,6 +251,7 @@ class _Builder:
             self.add_vhost(source, vhost, spec)
         for name, user in model.users.items():
             path = ("users", name)
+            register_secret(user.password)  # scrubbed from every message, should one ever echo it
             self._add(user_from_spec(name, user), Location(source.path, raw, path), path, user.absent)
             for field_name, fieldinfo in type(user.limits).model_fields.items() if user.limits else ():
                 value = getattr(user.limits, field_name)
