@@ -216,3 +216,23 @@ def test_user_limits_apply_update_and_remove(topo, api: Api, vhost_name: str, us
     assert topo("apply", "--auto-approve", topology=limits(-1, 5)).code == 0
     assert api.get("users", user_name)["limits"] == {"max-channels": 5}
     assert topo("plan", "--detailed-exitcode").code == 0
+
+
+def test_a_vhost_without_permissions_is_named_as_such_for_a_non_administrator(
+    topo, api: Api, vhost_name: str, user_name: str
+) -> None:
+    api.put({}, "vhosts", vhost_name)  # exists, but the user holds no permissions there
+    api.put({"password": "mgmt-Pw-123", "tags": "management,policymaker"}, "users", user_name)
+    topology = f"vhosts:\n  {json.dumps(vhost_name)}:\n    queues:\n      jobs: {{}}\n"
+    result = topo("plan", topology=topology, env={"TOPO_USER": user_name, "TOPO_PASSWORD": "mgmt-Pw-123"})
+    # Read before any change: the broker's own reason names the vhost the user may not access.
+    assert result.code == 1 and "not authorised to access virtual host" in result.stderr, result.output
+    assert vhost_name in result.stderr and "Traceback" not in result.output
+    missing = topo(
+        "plan",
+        topology=topology.replace(vhost_name, vhost_name + "-new"),
+        env={"TOPO_USER": user_name, "TOPO_PASSWORD": "mgmt-Pw-123"},
+    )
+    assert (
+        missing.code == 1 and "has no permissions on it; creating a vhost needs the administrator tag" in missing.stderr
+    )

@@ -75,7 +75,11 @@ def check_privileges(changes: list[Change], actual: Actual) -> None:
         tag = REQUIRED_TAG.get(change.kind)
         if tag and tag not in actual.my_tags:
             name = display_name(change.key, change.after or change.before)
-            missing.append(f"  {change.action.value} {change.kind.value} {name}: needs the {tag} tag")
+            why = f"needs the {tag} tag"
+            if change.kind is Kind.VHOST and change.action is Action.CREATE:
+                # A non-administrator sees only the vhosts it has permissions on.
+                why = f"does not exist or {actual.me!r} has no permissions on it; creating a vhost {why}"
+            missing.append(f"  {change.action.value} {change.kind.value} {name}: {why}")
     if missing:
         shown = "\n".join(missing[:20]) + (f"\n  … and {len(missing) - 20} more" if len(missing) > 20 else "")
         tags = ", ".join(sorted(actual.my_tags)) or "none"
