@@ -136,9 +136,6 @@ class ManagementClient:
     def put(self, path: str, body: Any, *, what: str) -> None:
         self.request("PUT", path, what=what, body=body)
 
-    def post(self, path: str, body: Any, *, what: str) -> requests.Response:
-        return self.request("POST", path, what=what, body=body)
-
     def delete(self, path: str, *, what: str) -> None:
         # Already gone is what we wanted: deleting a queue or exchange drops its bindings implicitly.
         self.request("DELETE", path, what=what, ok=(404,))
