@@ -36,6 +36,13 @@ def access(vhost: str, user: str, password: str | None, tags: str = "[management
     """
 
 
+def restricted_user(api: Api, user: str, tags: str, vhost: str | None) -> None:
+    """A user with password mgmt-Pw-123, the given tags, and full permissions on `vhost` (if any)."""
+    api.put({"password": "mgmt-Pw-123", "tags": tags}, "users", user)
+    if vhost is not None:
+        api.put({"configure": ".*", "write": ".*", "read": ".*"}, "permissions", vhost, user)
+
+
 @pytest.fixture
 def user_name(vhost_name: str, api: Api):
     name = f"{vhost_name}-u ü/%"
@@ -146,8 +153,7 @@ def test_declaring_users_without_the_administrator_tag_fails_early_and_clearly(
     topo, api: Api, vhost_name: str, user_name: str
 ) -> None:
     api.put({}, "vhosts", vhost_name)
-    api.put({"password": "mgmt-Pw-123", "tags": "management,policymaker"}, "users", user_name)
-    api.put({"configure": ".*", "write": ".*", "read": ".*"}, "permissions", vhost_name, user_name)
+    restricted_user(api, user_name, "management,policymaker", vhost_name)
     result = topo(
         "plan",
         topology=access(vhost_name, "someone-else", "x-12345"),
@@ -175,8 +181,7 @@ def test_a_non_administrator_gets_an_early_error_naming_the_missing_tag(
     topo, api: Api, vhost_name: str, user_name: str
 ) -> None:
     api.put({}, "vhosts", vhost_name)
-    api.put({"password": "mgmt-Pw-123", "tags": "management"}, "users", user_name)
-    api.put({"configure": ".*", "write": ".*", "read": ".*"}, "permissions", vhost_name, user_name)
+    restricted_user(api, user_name, "management", vhost_name)
     as_user = {"TOPO_USER": user_name, "TOPO_PASSWORD": "mgmt-Pw-123"}
     topology = f"""
     vhosts:
@@ -222,7 +227,7 @@ def test_a_vhost_without_permissions_is_named_as_such_for_a_non_administrator(
     topo, api: Api, vhost_name: str, user_name: str
 ) -> None:
     api.put({}, "vhosts", vhost_name)  # exists, but the user holds no permissions there
-    api.put({"password": "mgmt-Pw-123", "tags": "management,policymaker"}, "users", user_name)
+    restricted_user(api, user_name, "management,policymaker", None)
     topology = f"vhosts:\n  {json.dumps(vhost_name)}:\n    queues:\n      jobs: {{}}\n"
     result = topo("plan", topology=topology, env={"TOPO_USER": user_name, "TOPO_PASSWORD": "mgmt-Pw-123"})
     # Read before any change: the broker's own reason names the vhost the user may not access.

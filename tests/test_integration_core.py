@@ -12,8 +12,16 @@ import pytest
 import requests
 
 from broker_api import Api
+from topo.client import ManagementClient
+from topo.connection import resolve_connection
 
 pytestmark = pytest.mark.broker
+
+
+def topo_client(broker: Any) -> ManagementClient:
+    """topo's own client for the test broker, for tests that drive the engine directly."""
+    connection = resolve_connection(url=broker.url, user=broker.user, password=broker.password, env={}, broker=None)
+    return ManagementClient(connection)
 
 
 def pipeline(vhost: str, ttl: int = 60000, extra: str = "") -> str:
@@ -286,8 +294,6 @@ def test_wrong_password_is_a_clear_error_without_the_password(topo, vhost_name: 
 def test_change_behind_topos_back_during_apply_is_reported_as_not_converged(
     topo, api: Api, vhost_name: str, broker: Any, tmp_path: Path
 ) -> None:
-    from topo.client import ManagementClient
-    from topo.connection import resolve_connection
     from topo.engine import apply_and_verify, build_plan
     from topo.errors import NotConverged
     from topo.load import load_topology
@@ -295,9 +301,7 @@ def test_change_behind_topos_back_during_apply_is_reported_as_not_converged(
     path = tmp_path / "t.yaml"
     path.write_text(textwrap.dedent(pipeline(vhost_name)), encoding="utf-8")
     desired = load_topology([str(path)]).desired
-    client = ManagementClient(
-        resolve_connection(url=broker.url, user=broker.user, password=broker.password, env={}, broker=None)
-    )
+    client = topo_client(broker)
     plan = build_plan(client, desired)
 
     def meddle(done: int, total: int, step: Any) -> None:
@@ -421,8 +425,6 @@ def test_negative_limit_means_no_limit_and_converges(topo, api: Api, vhost_name:
 def test_messages_arriving_after_the_plan_stop_a_vhost_delete(
     topo, api: Api, vhost_name: str, broker: Any, tmp_path: Path
 ) -> None:
-    from topo.client import ManagementClient
-    from topo.connection import resolve_connection
     from topo.engine import apply_and_verify, build_plan
     from topo.errors import ApplyFailed
     from topo.load import load_topology
@@ -431,9 +433,7 @@ def test_messages_arriving_after_the_plan_stop_a_vhost_delete(
     path = tmp_path / "gone.yaml"
     path.write_text(f"vhosts:\n  {json.dumps(vhost_name)}: {{absent: true}}\n", encoding="utf-8")
     desired = load_topology([str(path)]).desired
-    client = ManagementClient(
-        resolve_connection(url=broker.url, user=broker.user, password=broker.password, env={}, broker=None)
-    )
+    client = topo_client(broker)
     plan = build_plan(client, desired)
     assert plan.data_loss() == []  # empty when planned
     api.publish(vhost_name, "orders.parking")  # ...but not when applied

@@ -107,6 +107,19 @@ def guess_vhosts(paths: list[str]) -> list[str] | None:
     return list(dict.fromkeys(names)) or None
 
 
+def declared_limits(limits: Any) -> list[tuple[str, int]]:
+    """(name as in the file, value) of each limit set in a vhost's or user's limits section.
+
+    The broker stores a negative limit as no limit at all, so callers declare those absent."""
+    if limits is None:
+        return []
+    return [
+        (field.alias or name, getattr(limits, name))
+        for name, field in type(limits).model_fields.items()
+        if getattr(limits, name) is not None
+    ]
+
+
 def format_path(loc: tuple[Any, ...]) -> str:
     """vhosts["/"].queues["orders.created"].arguments: readable, and unambiguous for names with dots."""
     text = ""
@@ -253,14 +266,10 @@ class _Builder:
             path = ("users", name)
             register_secret(user.password)  # scrubbed from every message, should one ever echo it
             self._add(user_from_spec(name, user), Location(source.path, raw, path), path, user.absent)
-            for field_name, fieldinfo in type(user.limits).model_fields.items() if user.limits else ():
-                value = getattr(user.limits, field_name)
-                if value is not None:
-                    alias = fieldinfo.alias or field_name
-                    limit_path = (*path, "limits", alias)
-                    where = Location(source.path, raw, limit_path)
-                    # As for vhosts, a negative limit is stored as no limit: "absent" here.
-                    self._add(user_limit_obj(name, alias, value), where, limit_path, absent=value < 0)
+            for alias, value in declared_limits(user.limits):
+                limit_path = (*path, "limits", alias)
+                where = Location(source.path, raw, limit_path)
+                self._add(user_limit_obj(name, alias, value), where, limit_path, absent=value < 0)
 
     def add_vhost(self, source: SourceFile, vhost: str, spec: Any) -> None:
         def at(*path: Any) -> Location:
@@ -286,14 +295,9 @@ class _Builder:
         if vhost not in self.desired.vhosts:
             self.desired.vhosts.append(vhost)
         self._merge_vhost_metadata(source, vhost, spec, at)
-        if spec.limits is not None:
-            for field_name, fieldinfo in type(spec.limits).model_fields.items():
-                value = getattr(spec.limits, field_name)
-                if value is not None:
-                    alias = fieldinfo.alias or field_name
-                    # The broker stores a negative limit as no limit at all: that is "absent" here.
-                    path = (*base, "limits", alias)
-                    self._add(limit_obj(vhost, alias, value), at("limits", alias), path, absent=value < 0)
+        for alias, value in declared_limits(spec.limits):
+            path = (*base, "limits", alias)
+            self._add(limit_obj(vhost, alias, value), at("limits", alias), path, absent=value < 0)
         for name, exchange in spec.exchanges.items():
             path = (*base, "exchanges", name)
             self._check_name(source, "exchange", name, path)
