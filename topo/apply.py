@@ -64,6 +64,8 @@ def _body(change: Change) -> dict[str, Any]:
         # one when unchanged; one computed here, never the plaintext, when it changes).
         password_hash, algorithm = attrs["password"].to_broker()
         return {"password_hash": password_hash, "hashing_algorithm": algorithm, "tags": ",".join(attrs["tags"])}
+    if kind is Kind.PARAMETER:
+        return {"value": attrs["value"]}
     if kind is Kind.TOPIC_PERMISSION:
         return {"exchange": attrs["exchange"], "write": attrs["write"], "read": attrs["read"]}
     return attrs
@@ -117,6 +119,9 @@ def execute(client: ManagementClient, step: Step, allow_data_loss: bool) -> None
             path = api_path("topic-permissions", vhost, attrs["user"], attrs["exchange"])
     elif kind is Kind.BINDING:
         path = _binding_path(change)
+    elif kind is Kind.PARAMETER:
+        attrs = change.after or change.before or {}
+        path = api_path("parameters", attrs["component"], vhost, attrs["name"])
     else:
         path = api_path(_ENDPOINTS[kind], vhost, name)
     if step.phase is Action.DELETE:

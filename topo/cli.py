@@ -18,13 +18,15 @@ import typer
 from topo import __version__
 from topo.client import ManagementClient
 from topo.connection import Connection, resolve_connection
+from topo.definitions import read_definitions
 from topo.engine import apply_and_verify, build_plan, manages_access, scope
 from topo.errors import TopoError
+from topo.export import ExportResult, build_export
 from topo.load import Loaded, guess_vhosts, load_topology
 from topo.model import json_schema
 from topo.plan import Plan, Step
-from topo.read import read_actual
-from topo.redact import scrub
+from topo.read import read_actual, read_for_export
+from topo.redact import redact_url, scrub
 from topo.render import render_json, render_text
 from topo.state import Actual
 
@@ -265,6 +267,83 @@ def _progress_printer() -> Callable[[int, int, Step], None]:
         sys.stderr.flush()
 
     return show
+
+
+@app.command()
+def export(
+    vhost: Annotated[
+        list[str] | None, typer.Option("--vhost", help="Export only this vhost (repeatable). Default: all.")
+    ] = None,
+    from_definitions: Annotated[
+        str | None,
+        typer.Option(
+            "--from-definitions",
+            metavar="FILE",
+            help="Read a definitions JSON file (rabbitmqctl export_definitions) instead of a broker; offline.",
+        ),
+    ] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
+    keep_hashes: Annotated[
+        bool,
+        typer.Option("--keep-hashes", help="Keep password hashes (password_hash) instead of ${VARIABLE} placeholders."),
+    ] = False,
+    no_users: Annotated[bool, typer.Option("--no-users", help="Leave users and permissions out.")] = False,
+    url: Url = None,
+    user: User = None,
+    password: Password = None,
+    ca_cert: CaCert = None,
+    client_cert: ClientCert = None,
+    client_key: ClientKey = None,
+    insecure: Insecure = False,
+    timeout: Timeout = None,
+) -> None:
+    """Write the topology of a live broker, or of a definitions file, as topo YAML."""
+
+    def run() -> int:
+        options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
+        result = _exported(vhost, from_definitions, options, keep_hashes, not no_users)
+        for note in result.notes:
+            _err(f"Note: {note}")
+        if result.variables.names:
+            width = max(map(len, result.variables.names))
+            listing = "\n".join(f"  {name:<{width}}  {what}" for name, what in result.variables.names.items())
+            _err(f"Set these environment variables before topo plan or apply:\n{listing}")
+        if output:
+            try:
+                with open(output, "w", encoding="utf-8") as handle:
+                    handle.write(result.text)
+            except OSError as exc:
+                raise TopoError(f"cannot write {output}: {exc.strerror}") from None
+            _err(f"Wrote {output}.")
+        else:
+            _out(result.text)
+        return 0
+
+    _guarded(run)
+
+
+def _exported(
+    vhosts: list[str] | None,
+    from_definitions: str | None,
+    options: ConnectionOptions,
+    keep_hashes: bool,
+    users: bool,
+) -> ExportResult:
+    if from_definitions is not None:
+        if options.url:
+            raise TopoError("--from-definitions reads a file: it takes no --url")
+        read = read_definitions(from_definitions)
+        missing = [name for name in vhosts or [] if name not in read.vhosts]
+        if missing:
+            raise TopoError(f"{from_definitions} has no vhost {', '.join(map(repr, missing))}")
+        source = f"definitions file {os.path.basename(from_definitions)}"
+        selected = sorted(vhosts or read.vhosts)
+        return build_export(read.actual, selected, users and read.has_users, keep_hashes, source, read.notes)
+    connection = resolve_connection(env=os.environ, broker=None, **asdict(options))
+    client = ManagementClient(connection)
+    actual, selected, with_users, notes = read_for_export(client, vhosts, users)
+    source = f"{redact_url(connection.url)} (RabbitMQ {actual.version})"
+    return build_export(actual, selected, with_users, keep_hashes, source, notes)
 
 
 @app.command()

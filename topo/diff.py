@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from topo.redact import redact_url
 from topo.state import IDENTITY_KINDS, IMMUTABLE_KINDS, Actual, Desired, Key, Kind, Obj, same_value
 
 
@@ -63,7 +64,8 @@ def _differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 
 
 def _short(value: Any) -> str:
-    return "(none)" if value is None else json.dumps(value, ensure_ascii=False)
+    # Shovel and federation URIs carry credentials: never show them.
+    return "(none)" if value is None else redact_url(json.dumps(value, ensure_ascii=False))
 
 
 def diff(desired: Desired, actual: Actual) -> DiffResult:

@@ -63,6 +63,7 @@ REQUIRED_TAG = {
     Kind.PERMISSION: "administrator",
     Kind.TOPIC_PERMISSION: "administrator",
     Kind.POLICY: "policymaker",
+    Kind.PARAMETER: "policymaker",
 }
 
 

@@ -27,11 +27,11 @@ class Problem:
 class ValidationFailed(TopoError):
     """All problems found in the input at once, not just the first."""
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], what: str = "topology"):
         self.problems = sorted(problems, key=lambda p: (p.file, p.line or 0, p.path, p.message))
         count = len(self.problems)
         lines = "\n".join(f"  {p}" for p in self.problems)
-        super().__init__(f"{count} problem{'s' if count != 1 else ''} in the topology:\n{lines}")
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} in the {what}:\n{lines}")
 
 
 class ConfigError(TopoError):

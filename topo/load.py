@@ -15,18 +15,21 @@ from topo.arguments import QUEUE_TYPES
 from topo.errors import ConfigError, Problem, TopoError, ValidationFailed
 from topo.model import BrokerSpec, Topology, allowed_keys, model_at
 from topo.normalize import (
+    PARAMETER_SECTIONS,
     binding_from_fields,
     exchange_from_spec,
     limit_obj,
+    parameter_from_spec,
     permission_obj,
     policy_from_spec,
     queue_from_spec,
+    strings_in,
     topic_permission_obj,
     user_from_spec,
     user_limit_obj,
     vhost_from_spec,
 )
-from topo.redact import register_secret
+from topo.redact import register_secret, register_url_secret
 from topo.state import Desired, Key, Kind, Location, Obj
 from topo.yamlload import line_of, load_yaml
 
@@ -323,6 +326,12 @@ class _Builder:
             )
             self._add(obj, at("bindings", index), (*base, "bindings", index), binding.absent)
         self._add_access(vhost, spec, at, base)
+        for component, section in PARAMETER_SECTIONS.items():
+            for name, parameter in getattr(spec, section).items():
+                obj = parameter_from_spec(vhost, component, name, parameter)
+                for text in strings_in(obj.attrs["value"]):
+                    register_url_secret(text)
+                self._add(obj, at(section, name), (*base, section, name), parameter.absent)
         for kind, section in ((Kind.POLICY, "policies"), (Kind.OPERATOR_POLICY, "operator_policies")):
             for name, policy in getattr(spec, section).items():
                 obj = policy_from_spec(kind, vhost, name, policy)

@@ -6,9 +6,10 @@ typo like `durabel: true`: every model forbids extra keys and checks value types
 
 from __future__ import annotations
 
+import difflib
 import re
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -316,6 +317,92 @@ class TopicPermissionSpec(Managed):
         return self
 
 
+SHOVEL_KEYS = (
+    "src-protocol", "src-uri", "src-queue", "src-exchange", "src-exchange-key", "src-prefetch-count",
+    "src-delete-after", "src-consumer-args", "src-address",
+    "dest-protocol", "dest-uri", "dest-queue", "dest-queue-args", "dest-exchange", "dest-exchange-key",
+    "dest-add-forward-headers", "dest-add-timestamp-header", "dest-publish-properties", "dest-address",
+    "dest-properties", "dest-application-properties", "dest-message-annotations",
+    "ack-mode", "reconnect-delay",
+    # Pre-3.7 names, still accepted by the plugin.
+    "add-forward-headers", "add-timestamp-header", "publish-properties", "publish-fields", "delete-after",
+    "prefetch-count",
+)  # fmt: skip
+FEDERATION_UPSTREAM_KEYS = (
+    "uri", "prefetch-count", "reconnect-delay", "ack-mode", "trust-user-id", "exchange", "max-hops", "expires",
+    "message-ttl", "ha-policy", "queue", "consumer-tag", "resource-cleanup-mode", "bind-nowait",
+    "channel-use-mode",
+)  # fmt: skip
+
+
+class _ParameterSpec(Managed):
+    """A runtime parameter of a plugin: its keys are the plugin's own, written as the broker stores them."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    KEYS: ClassVar[tuple[str, ...]] = ()
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> _ParameterSpec:
+        extra = self.model_extra or {}
+        unknown = [key for key in extra if key not in self.KEYS]
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}; allowed: absent, {', '.join(self.KEYS)}")
+        problems = generic_argument_problems(extra)
+        if problems:
+            raise ValueError("; ".join(f"{name} {problem}" for name, problem in problems))
+        missing = [key for key in self.REQUIRED if key not in extra]
+        if not self.absent and missing:
+            raise ValueError(f"{self.describe()} needs {' and '.join(missing)}")
+        return self
+
+    def value(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ShovelSpec(_ParameterSpec):
+    """A dynamic shovel (rabbitmq_shovel plugin): moves messages from a source to a destination."""
+
+    KEYS: ClassVar[tuple[str, ...]] = SHOVEL_KEYS
+    REQUIRED: ClassVar[tuple[str, ...]] = ("src-uri", "dest-uri")
+
+    @classmethod
+    def describe(cls) -> str:
+        return "a shovel"
+
+
+class FederationUpstreamSpec(_ParameterSpec):
+    """A federation upstream (rabbitmq_federation plugin): a broker to federate exchanges or queues from."""
+
+    KEYS: ClassVar[tuple[str, ...]] = FEDERATION_UPSTREAM_KEYS
+    REQUIRED: ClassVar[tuple[str, ...]] = ("uri",)
+
+    @classmethod
+    def describe(cls) -> str:
+        return "a federation upstream"
+
+
+class FederationUpstreamSetSpec(Managed):
+    """A named set of federation upstreams, for a policy's federation-upstream-set."""
+
+    upstreams: list[dict[str, JsonValue]] = Field(
+        default_factory=list, description="Entries like {upstream: name}, with optional per-upstream overrides."
+    )
+
+    @classmethod
+    def describe(cls) -> str:
+        return "a federation upstream set"
+
+    @model_validator(mode="after")
+    def _named(self) -> FederationUpstreamSetSpec:
+        for entry in self.upstreams:
+            if not isinstance(entry.get("upstream"), str):
+                raise ValueError("each entry of upstreams needs upstream: <name of a federation upstream>")
+        if not self.absent and not self.upstreams:
+            raise ValueError("a federation upstream set needs upstreams")
+        return self
+
+
 def _with_type(spec: Any, default: str) -> Any:
     # Absent and external queues are only names: a type would be one key too many for them.
     if not isinstance(spec, dict) or "type" in spec or spec.get("absent") or spec.get("external"):
@@ -348,6 +435,11 @@ class VhostSpec(Spec):
     topic_permissions: dict[str, dict[str, TopicPermissionSpec]] | None = Field(
         None, description="By user, then exchange. Present (even {}) = managed."
     )
+    shovels: dict[str, ShovelSpec] = Field(default_factory=dict, description="Dynamic shovels (rabbitmq_shovel).")
+    federation_upstreams: dict[str, FederationUpstreamSpec] = Field(
+        default_factory=dict, description="Federation upstreams (rabbitmq_federation)."
+    )
+    federation_upstream_sets: dict[str, FederationUpstreamSetSpec] = Field(default_factory=dict)
 
     @classmethod
     def describe(cls) -> str:
@@ -416,9 +508,16 @@ class UserSpec(Managed):
     @field_validator("tags")
     @classmethod
     def _known_tags(cls, tags: list[str]) -> list[str]:
-        unknown = [tag for tag in tags if tag not in USER_TAGS]
-        if unknown:
-            raise ValueError(f"unknown tags {unknown}; known: {', '.join(USER_TAGS)}")
+        # RabbitMQ stores any tag (plugins and auth backends read custom ones), so only a tag that looks
+        # like a misspelt built-in one is refused: `adminstrator` would silently grant nothing.
+        for tag in tags:
+            if "," in tag or not tag.strip():
+                raise ValueError(f"tag {tag!r} must be a non-empty word without commas")
+            close = difflib.get_close_matches(tag, USER_TAGS, n=1, cutoff=0.75)
+            if tag not in USER_TAGS and close:
+                raise ValueError(
+                    f"unknown tag {tag!r}: did you mean {close[0]!r}? Built-in tags: {', '.join(USER_TAGS)}"
+                )
         return tags
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ omit `arguments` or `internal`; built-in and transient objects are out of scope.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from topo.model import ExchangeSpec, PolicySpec, VhostSpec
@@ -203,6 +204,39 @@ def topic_permission_obj(vhost: str, user: str, exchange: str, write: str, read:
     # Identified by user and exchange together, like a binding by its ends.
     key = Key(Kind.TOPIC_PERMISSION, vhost, canonical([user, exchange]))
     return Obj(key, {"user": user, "exchange": exchange, "write": write, "read": read})
+
+
+# ---- runtime parameters of plugins ----------------------------------------------------------------
+
+# Component name on the broker -> section of a vhost in the topology file.
+PARAMETER_SECTIONS = {
+    "shovel": "shovels",
+    "federation-upstream": "federation_upstreams",
+    "federation-upstream-set": "federation_upstream_sets",
+}
+
+
+def strings_in(value: Any) -> Iterator[str]:
+    """Every string inside a JSON value (to find the URIs, and so the credentials, in a parameter)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_in(item)
+
+
+def parameter_obj(vhost: str, component: str, name: str, value: Any) -> Obj:
+    key = Key(Kind.PARAMETER, vhost, canonical([component, name]))
+    return Obj(key, {"component": component, "name": name, "value": value})
+
+
+def parameter_from_spec(vhost: str, component: str, name: str, spec: Any) -> Obj:
+    if component == "federation-upstream-set":
+        return parameter_obj(vhost, component, name, [dict(entry) for entry in spec.upstreams])
+    return parameter_obj(vhost, component, name, spec.value())
 
 
 def user_limit_obj(user: str, name: str, value: int) -> Obj:

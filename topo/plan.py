@@ -20,12 +20,15 @@ ORDER: list[tuple[frozenset[Action], Kind]] = [
     (frozenset({Action.CREATE, Action.UPDATE}), Kind.VHOST_LIMIT),
     (frozenset({Action.CREATE, Action.UPDATE}), Kind.POLICY),
     (frozenset({Action.CREATE, Action.UPDATE}), Kind.OPERATOR_POLICY),
+    (frozenset({Action.DELETE}), Kind.PARAMETER),
     (frozenset({Action.DELETE}), Kind.BINDING),
     (frozenset({Action.DELETE, Action.REPLACE}), Kind.QUEUE),
     (frozenset({Action.DELETE, Action.REPLACE}), Kind.EXCHANGE),
     (frozenset({Action.CREATE, Action.REPLACE}), Kind.EXCHANGE),
     (frozenset({Action.CREATE, Action.REPLACE}), Kind.QUEUE),
     (frozenset({Action.CREATE}), Kind.BINDING),
+    # Shovels and federation links name queues and exchanges: started after, stopped before them.
+    (frozenset({Action.CREATE, Action.UPDATE}), Kind.PARAMETER),
     (frozenset({Action.DELETE}), Kind.OPERATOR_POLICY),
     (frozenset({Action.DELETE}), Kind.POLICY),
     (frozenset({Action.DELETE}), Kind.VHOST_LIMIT),
@@ -78,10 +81,11 @@ _DISPLAY_ORDER = {
     Kind.EXCHANGE: 4,
     Kind.QUEUE: 5,
     Kind.BINDING: 6,
-    Kind.PERMISSION: 7,
-    Kind.TOPIC_PERMISSION: 8,
-    Kind.USER: 9,
-    Kind.USER_LIMIT: 10,
+    Kind.PARAMETER: 7,
+    Kind.PERMISSION: 8,
+    Kind.TOPIC_PERMISSION: 9,
+    Kind.USER: 10,
+    Kind.USER_LIMIT: 11,
 }
 
 

@@ -12,20 +12,24 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from topo.client import ManagementClient, api_path
-from topo.errors import BrokerError
+from topo.errors import BrokerError, TopoError
 from topo.normalize import (
+    PARAMETER_SECTIONS,
     binding_from_broker,
     exchange_from_broker,
     limit_obj,
+    parameter_obj,
     permission_obj,
     policy_from_broker,
     queue_from_broker,
+    strings_in,
     tags_of,
     topic_permission_obj,
     user_from_broker,
     user_limit_obj,
     vhost_from_broker,
 )
+from topo.redact import register_url_secret
 from topo.state import Actual, Kind, Obj
 
 
@@ -78,6 +82,71 @@ def read_actual(client: ManagementClient, vhosts: Iterable[str], access_control:
     actual.version = str(info.get("rabbitmq_version", ""))
     actual.exchange_types = {t["name"] for t in info.get("exchange_types", []) if "name" in t}
     return actual
+
+
+def read_for_export(
+    client: ManagementClient, only: list[str] | None, with_users: bool
+) -> tuple[Actual, list[str], bool, list[str]]:
+    """Everything on the broker (or in the `only` vhosts), for export.
+
+    Returns the state, the vhosts exported, whether users and permissions are in it, and notes for the
+    user. Definitions need an administrator; anyone else gets the per-object listings of the vhosts it
+    can see, without users and permissions.
+    """
+    notes: list[str] = []
+    info, vhost_list, response = _concurrently(
+        lambda: read_overview(client),
+        lambda: client.get("/api/vhosts", what="list vhosts", params={"disable_stats": "true"}),
+        lambda: client.request("GET", "/api/definitions", what="read definitions", ok=(401,)),
+    )
+    names = [item["name"] for item in vhost_list]
+    missing = [name for name in only or [] if name not in names]
+    if missing:
+        raise TopoError(
+            f"no vhost {', '.join(map(repr, missing))} on the broker, or {client.connection.user!r} has no "
+            f"permissions on it (vhosts visible: {', '.join(map(repr, sorted(names))) or 'none'})"
+        )
+    selected = sorted(set(only or names))
+    actual = Actual(me=client.connection.user, vhosts=set(names))
+    actual.version = str(info.get("rabbitmq_version", ""))
+    actual.exchange_types = {t["name"] for t in info.get("exchange_types", []) if "name" in t}
+    for item in vhost_list:
+        if item["name"] in selected:
+            _add(actual, vhost_from_broker(item))
+    if response.status_code == 401:
+        definitions = _listings(client, selected)
+        if with_users:
+            notes.append(
+                f"users and permissions left out: reading them needs the administrator tag, "
+                f"which {client.connection.user!r} does not have"
+            )
+        with_users = False
+    else:
+        definitions = response.json()
+    add_definitions(actual, definitions, default_vhost=None, keep=set(selected))
+    if with_users:
+        _add_access_from_definitions(actual, definitions, set(selected), all_users=only is None)
+    return actual, selected, with_users, notes
+
+
+def _add_access_from_definitions(actual: Actual, definitions: dict[str, Any], keep: set[str], all_users: bool) -> None:
+    """Users, their limits and their access to `keep`: every user, or only those with access there."""
+    users = set()
+    for item in definitions.get("permissions") or []:
+        if item["vhost"] in keep:
+            _add(actual, permission_obj(item["vhost"], item["user"], item["configure"], item["write"], item["read"]))
+            users.add(item["user"])
+    for item in definitions.get("topic_permissions") or []:
+        if item["vhost"] in keep:
+            _add(
+                actual, topic_permission_obj(item["vhost"], item["user"], item["exchange"], item["write"], item["read"])
+            )
+            users.add(item["user"])
+    for item in definitions.get("users") or []:
+        if all_users or item["name"] in users:
+            _add(actual, user_from_broker(item))
+            for name, value in (item.get("limits") or {}).items():
+                _add(actual, user_limit_obj(item["name"], name, value))
 
 
 def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
@@ -212,6 +281,10 @@ def add_definitions(actual: Actual, definitions: dict[str, Any], default_vhost: 
         component, value = item.get("component"), item.get("value")
         if component == "operator_policy" and isinstance(value, dict):
             _add(actual, policy_from_broker(Kind.OPERATOR_POLICY, vhost, {"name": item["name"], **value}))
+        elif component in PARAMETER_SECTIONS:
+            for text in strings_in(value):
+                register_url_secret(text)  # shovel and federation URIs carry credentials
+            _add(actual, parameter_obj(vhost, component, item["name"], value))
         elif component == "vhost-limits" and isinstance(value, dict):
             # After its last limit is removed the broker keeps the parameter with the value [].
             for name, limit in value.items():

@@ -9,6 +9,7 @@ from typing import Any
 from topo.diff import Action, Change
 from topo.passwords import Password
 from topo.plan import Plan
+from topo.redact import redact_url
 from topo.state import Key, Kind, Obj
 
 SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-"}
@@ -34,6 +35,9 @@ def display_name(key: Key, attrs: dict[str, Any] | None) -> str:
         attrs = attrs or {}
         user, exchange = (json.dumps(attrs[k], ensure_ascii=False) for k in ("user", "exchange"))
         return f"{user} on exchange {exchange}"
+    if key.kind is Kind.PARAMETER:
+        attrs = attrs or {}
+        return f"{attrs['component']} {json.dumps(attrs['name'], ensure_ascii=False)}"
     return json.dumps(key.name, ensure_ascii=False)
 
 
@@ -44,7 +48,18 @@ def public(attrs: dict[str, Any] | None) -> dict[str, Any] | None:
     """Attributes fit to show: passwords and hashes replaced by a marker."""
     if attrs is None:
         return None
-    return {k: SENSITIVE if isinstance(v, Password) else v for k, v in attrs.items()}
+    return {k: SENSITIVE if isinstance(v, Password) else _without_credentials(v) for k, v in attrs.items()}
+
+
+def _without_credentials(value: Any) -> Any:
+    """Shovel and federation URIs carry passwords: amqp://user:***@host."""
+    if isinstance(value, str):
+        return redact_url(value) if "://" in value else value
+    if isinstance(value, dict):
+        return {k: _without_credentials(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_credentials(v) for v in value]
+    return value
 
 
 def _count(number: int, noun: str) -> str:
@@ -54,7 +69,7 @@ def _count(number: int, noun: str) -> str:
 def _value(value: Any) -> str:
     if isinstance(value, Password):
         return SENSITIVE
-    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return redact_url(json.dumps(value, sort_keys=True, ensure_ascii=False))
 
 
 class _Painter:
@@ -83,7 +98,12 @@ def _change_lines(change: Change, paint: _Painter) -> list[str]:
             if isinstance(after, Password):
                 lines.append(f"{pad}{field}: (sensitive value changed)")
                 continue
-            lines.append(f"{pad}{field}: {_value(before)} → {_value(after)}")
+            shown_before, shown_after = _value(before), _value(after)
+            if shown_before == shown_after:
+                # Only a password inside a shovel or federation URI differs.
+                lines.append(f"{pad}{field}: (sensitive value changed)")
+                continue
+            lines.append(f"{pad}{field}: {shown_before} → {shown_after}")
     if change.reason and change.action is not Action.UPDATE:
         label = "replace because" if change.action is Action.REPLACE else "because"
         lines.append(f"{pad}# {label}: {change.reason}")

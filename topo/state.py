@@ -27,6 +27,7 @@ class Kind(StrEnum):
     USER_LIMIT = "user_limit"
     PERMISSION = "permission"
     TOPIC_PERMISSION = "topic_permission"
+    PARAMETER = "parameter"  # a plugin's runtime parameter: shovels, federation upstreams and sets
 
 
 # Properties RabbitMQ cannot change on a live object: a difference means delete and re-create.
@@ -59,14 +60,19 @@ def canonical(value: Any) -> str:
 
 def same_value(left: Any, right: Any) -> bool:
     """Equality as RabbitMQ sees it: 60000 != "60000", true != 1, 5 != 5.0; dict key order ignored."""
+    # Containers may be subclasses (parsers attach line numbers to them); scalars must match exactly.
+    if isinstance(left, dict):
+        return (
+            isinstance(right, dict)
+            and left.keys() == right.keys()
+            and all(same_value(value, right[key]) for key, value in left.items())
+        )
+    if isinstance(left, list):
+        return isinstance(right, list) and len(left) == len(right) and all(map(same_value, left, right))
     if type(left) is not type(right):
         return False
     if isinstance(left, Password):
         return left.same_as(right)
-    if isinstance(left, dict):
-        return left.keys() == right.keys() and all(same_value(value, right[key]) for key, value in left.items())
-    if isinstance(left, list):
-        return len(left) == len(right) and all(map(same_value, left, right))
     return bool(left == right)
 
 

@@ -229,3 +229,8 @@ def line_of(root: Any, path: tuple[Any, ...]) -> int | None:
             node = node[element]
         # Elements that are not in the data (pydantic's union tags, missing keys) are skipped.
     return line
+
+
+def resolves_as_string(text: str) -> bool:
+    """Whether `text`, written unquoted, would load as that string (not a number, boolean, null, date...)."""
+    return not any(pattern.match(text) for _, pattern in _IMPLICIT.get(text[:1], ()))

@@ -1,0 +1,127 @@
+"""Plain data -> YAML text that reads as if a person wrote it (for `topo export`).
+
+PyYAML can dump, but it cannot write comments or choose flow style per mapping, and its quoting
+follows YAML's rules rather than topo's loader (which also expands ${VAR}). This writer handles the small
+subset topology files use: mappings, sequences, strings, numbers, booleans and null, with comments.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from yaml.emitter import Emitter
+
+from topo.yamlload import resolves_as_string
+
+INDENT = "  "
+
+
+@dataclass(frozen=True, slots=True)
+class Commented:
+    """A value with comment lines written above its key (or list item)."""
+
+    value: Any
+    comment: str
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """A mapping or sequence written on one line: {a: 1, b: 2} / [a, b]."""
+
+    value: Any
+
+
+class Placeholder(str):
+    """A ${VARIABLE} that must reach the file as is (every other "${" is escaped as "$${")."""
+
+
+_analyzer = Emitter(io.StringIO(), allow_unicode=True)
+
+
+def scalar(value: Any, flow: bool = False) -> str:
+    """A scalar as YAML: quoted only where YAML (or topo's ${VAR} expansion) needs it."""
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    text = str(value) if isinstance(value, Placeholder) else str(value).replace("${", "$${")
+    analysis = _analyzer.analyze_scalar(text)
+    plain = analysis.allow_flow_plain if flow else analysis.allow_block_plain
+    if plain and text and not analysis.multiline and resolves_as_string(text):
+        return text
+    if analysis.allow_single_quoted and not analysis.multiline and text.isprintable():
+        return "'" + text.replace("'", "''") + "'"
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _flow(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{scalar(k, flow=True)}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    return scalar(value, flow=True)
+
+
+def _comment_lines(comment: str, depth: int) -> list[str]:
+    return [f"{INDENT * depth}# {line}".rstrip() for line in comment.splitlines()]
+
+
+def _inline(value: Any) -> str | None:
+    """The value written after `key:` on the same line, or None when it needs a block below."""
+    if isinstance(value, Flow):
+        return _flow(value.value)
+    if isinstance(value, dict | list):
+        return _flow(value) if not value else None
+    return scalar(value)
+
+
+def _mapping(data: dict[Any, Any], depth: int, out: list[str]) -> None:
+    pad = INDENT * depth
+    for key, value in data.items():
+        if isinstance(value, Commented):
+            out.extend(_comment_lines(value.comment, depth))
+            value = value.value
+        inline = _inline(value)
+        if inline is not None:
+            out.append(f"{pad}{scalar(key)}: {inline}")
+        else:
+            out.append(f"{pad}{scalar(key)}:")
+            _block(value, depth + 1, out)
+
+
+def _sequence(data: list[Any], depth: int, out: list[str]) -> None:
+    pad = INDENT * depth
+    for item in data:
+        if isinstance(item, Commented):
+            out.extend(_comment_lines(item.comment, depth))
+            item = item.value
+        inline = _inline(item)
+        if inline is not None:
+            out.append(f"{pad}- {inline}")
+            continue
+        nested: list[str] = []
+        _block(item, depth + 1, nested)
+        out.append(f"{pad}- {nested[0].lstrip()}")
+        out.extend(nested[1:])
+
+
+def _block(value: Any, depth: int, out: list[str]) -> None:
+    if isinstance(value, dict):
+        _mapping(value, depth, out)
+    else:
+        _sequence(value, depth, out)
+
+
+def dump(document: dict[str, Any], header: str = "") -> str:
+    """The document as YAML; top-level entries are separated by a blank line."""
+    out: list[str] = _comment_lines(header, 0) if header else []
+    for key, value in document.items():
+        if out:
+            out.append("")
+        _mapping({key: value}, 0, out)
+    return "\n".join(out) + "\n"
