@@ -343,13 +343,13 @@ def _access(reader: _Reader, actual: Actual, vhosts: set[str] | None, users: set
             if not reader.require(item, path, what, {"user": str, **{f: str for f in fields}}):
                 continue
             undeclared = [
-                (field, name)
-                for field, name, declared in (("vhost", vhost, vhosts), ("user", user, users))
+                (kind, name)
+                for kind, name, declared in (("vhost", vhost, vhosts), ("user", user, users))
                 if declared is not None and name not in declared
             ]
-            for field, name in undeclared:
-                reason = f"{field} {name!r} is not declared in the file (RabbitMQ's import fails with no_such_{field})"
-                reader.problem(item, f"{path}.{field}", f"{what}: {reason}")
+            for kind, name in undeclared:
+                reason = f"{kind} {name!r} is not declared in the file (RabbitMQ's import fails with no_such_{kind})"
+                reader.problem(item, f"{path}.{kind}", f"{what}: {reason}")
             if undeclared:
                 continue
             if section == "permissions":
