@@ -25,10 +25,11 @@ import requests
 from broker_api import Api
 from cli_runner import Result, run_topo
 from rabbitmq_node import Broker, RabbitNode
+from roundtrip import EmptyBroker
 
 # Tests using any of these get the `broker` marker, so `-m "not broker"`
 # selects the tests that run without RabbitMQ.
-BROKER_FIXTURES = frozenset({"broker", "broker_url", "vhost_name"})
+BROKER_FIXTURES = frozenset({"broker", "broker_url", "vhost_name", "empty_broker"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -71,6 +72,19 @@ def broker() -> Iterator[Broker]:
     node.start()
     try:
         yield Broker(url=node.url, user=node.user, password=node.password, node=node)
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def empty_broker() -> Iterator[EmptyBroker]:
+    """A second node that round-trip tests empty between steps (always local: it is wiped)."""
+    node = RabbitNode()
+    node.start()
+    try:
+        broker = EmptyBroker(node)
+        broker.create_admin()
+        yield broker
     finally:
         node.stop()
 

@@ -349,7 +349,9 @@ class RabbitNode:
         for sub in ("mnesia", "log"):
             (base / sub).mkdir()
         (base / "rabbit-env.conf").write_text("")  # keeps /etc/rabbitmq/rabbitmq-env.conf out
-        (base / "enabled_plugins").write_text("[rabbitmq_management,rabbitmq_mqtt,rabbitmq_shovel,rabbitmq_federation].\n")
+        (base / "enabled_plugins").write_text(
+            "[rabbitmq_management,rabbitmq_mqtt,rabbitmq_shovel,rabbitmq_federation].\n"
+        )
         conf = [
             f"listeners.tcp.default = {self.amqp_port}",
             "management.tcp.ip = 127.0.0.1",
