@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from cli_runner import Result, run_topo
-from roundtrip import EmptyBroker, comparable, differences
+from roundtrip import EmptyBroker, differences
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "definitions"
 FILES = sorted(CORPUS.glob("*.json")) if CORPUS.is_dir() else []
