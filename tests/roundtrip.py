@@ -7,6 +7,8 @@ S' must equal S object by object for everything topo manages.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -77,8 +79,21 @@ class EmptyBroker:
     def state(self) -> dict[str, Any]:
         return comparable(self.request("GET", "definitions"), self.request("GET", "vhosts"))
 
+    def password_is(self, user: str, password: str) -> bool:
+        """Whether the user's stored hash is of `password` (users without a management tag cannot log in
+        to the HTTP API, so the hash is checked: base64(4-byte salt + H(salt + UTF-8 password)))."""
+        stored = self.request("GET", "users", user)
+        digest = {
+            "rabbit_password_hashing_sha256": hashlib.sha256,
+            "rabbit_password_hashing_sha512": hashlib.sha512,
+            "rabbit_password_hashing_md5": hashlib.md5,
+        }[stored["hashing_algorithm"]]
+        raw = base64.b64decode(stored["password_hash"])
+        return raw[4:] == digest(raw[:4] + password.encode()).digest()
+
     def logs_in(self, user: str, password: str) -> bool:
-        response = requests.get(self._url("whoami"), auth=(user, password), timeout=30)
+        # UTF-8, as RabbitMQ expects (requests would send text credentials as latin-1).
+        response = requests.get(self._url("whoami"), auth=(user.encode(), password.encode()), timeout=30)
         return response.status_code == 200
 
 

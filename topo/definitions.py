@@ -78,6 +78,7 @@ class _Reader:
         self.data = data
         self.problems: list[Problem] = []
         self.notes: list[str] = []
+        self.vhost_limits: list[dict[str, Any]] = []  # limits given on vhosts rather than as parameters
 
     def problem(self, item: Any, path: str, message: str) -> None:
         self.problems.append(Problem(self.filename, getattr(item, "line", None) or None, path, message))
@@ -87,13 +88,13 @@ class _Reader:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.problem(self.data, section, f"must be a list of objects, got {type(value).__name__}")
+            self.problem(self.data, section, f"must be a list of objects, got {_json_type(value)}")
             return []
         out = []
         for index, item in enumerate(value):
             path = f"{section}[{index}]"
             if not isinstance(item, dict):
-                self.problem(value, path, f"must be an object, got {type(item).__name__}")
+                self.problem(value, path, f"must be an object, got {_json_type(item)}")
             else:
                 out.append((path, item))
         return out
@@ -111,6 +112,13 @@ class _Reader:
                 self.problem(item, f"{path}.{name}", f"{what}: {name} must be {names}, got {got}")
                 ok = False
         return ok
+
+
+def _json_type(value: Any) -> str:
+    for kind, name in ((bool, "a boolean"), (dict, "an object"), (list, "an array"), (str, "a string")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else "a number"
 
 
 def read_definitions(path: str) -> FromDefinitions:
@@ -166,11 +174,10 @@ def _vhosts(reader: _Reader, actual: Actual) -> set[str]:
         obj = vhost_from_broker({**item, "metadata": metadata})
         limits = item.get("limits")
         # 3.13 exports carry limits on the vhost ([] when there are none); older files use parameters.
-        if isinstance(limits, dict):
-            for name, value in limits.items():
-                reader.data.setdefault("parameters", []).append(
-                    {"vhost": item["name"], "component": "vhost-limits", "name": "limits", "value": {name: value}}
-                )
+        if isinstance(limits, dict) and limits:
+            reader.vhost_limits.append(
+                {"vhost": item["name"], "component": "vhost-limits", "name": "limits", "value": dict(limits)}
+            )
         names.add(item["name"])
         actual.objects[obj.key] = obj
     return names
@@ -213,7 +220,8 @@ def _topology(reader: _Reader, vhosts: set[str] | None) -> dict[str, list[dict[s
             if section in declared:
                 declared[section].add((vhost, item["name"]))
             out[section].append(entry)
-    for path, item in reader.items("parameters"):
+    limits_on_vhosts = [(f"vhosts[{item['vhost']!r}].limits", item) for item in reader.vhost_limits]
+    for path, item in [*reader.items("parameters"), *limits_on_vhosts]:
         vhost = item.get("vhost", DEFAULT_VHOST)
         component, name = item.get("component"), item.get("name")
         what = f"parameter {component}/{name} in vhost {vhost!r}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,14 +50,46 @@ def scalar(value: Any, flow: bool = False) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return json.dumps(value)
-    text = str(value) if isinstance(value, Placeholder) else str(value).replace("${", "$${")
+    if isinstance(value, Placeholder):
+        # Quoted: an unquoted ${VAR} is typed by its value (a password "123456" would become a number).
+        return _double_quoted(str(value))
+    text = str(value).replace("${", "$${")
+    if not text.isprintable():  # line breaks, tabs, control and format characters, NBSP: escaped
+        return _double_quoted(text)
     analysis = _analyzer.analyze_scalar(text)
     plain = analysis.allow_flow_plain if flow else analysis.allow_block_plain
-    if plain and text and not analysis.multiline and resolves_as_string(text):
+    if plain and text and resolves_as_string(text) and not _YAML_12_NUMBER.match(text):
         return text
-    if analysis.allow_single_quoted and not analysis.multiline and text.isprintable():
+    if analysis.allow_single_quoted:
         return "'" + text.replace("'", "''") + "'"
-    return json.dumps(text, ensure_ascii=False)
+    return _double_quoted(text)
+
+
+# Numbers in YAML 1.2 that YAML 1.1 (topo's loader) reads as strings: quoted, so that other tools
+# (yq, editors) read the same string.
+_YAML_12_NUMBER = re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|0o[0-7]+|0x[0-9a-fA-F]+)$")
+
+
+def _double_quoted(text: str) -> str:
+    """A YAML double-quoted scalar; everything that is not printable is escaped."""
+    out = []
+    for char in text:
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif char.isprintable():
+            out.append(char)
+        elif char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif ord(char) <= 0xFF:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) <= 0xFFFF:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return '"' + "".join(out) + '"'
+
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"}
 
 
 def _flow(value: Any) -> str:
@@ -106,7 +139,7 @@ def _sequence(data: list[Any], depth: int, out: list[str]) -> None:
             continue
         nested: list[str] = []
         _block(item, depth + 1, nested)
-        out.append(f"{pad}- {nested[0].lstrip()}")
+        out.append(f"{pad}- {nested[0][len(pad) + len(INDENT) :]}")
         out.extend(nested[1:])
 
 

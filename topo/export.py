@@ -83,10 +83,10 @@ def _users(objects: list[Obj], keep_hashes: bool, variables: Variables) -> dict[
             comment = "No password: this user logs in with a certificate or another auth backend."
         elif keep_hashes and password.plaintext is None:
             spec["password_hash"] = password.password_hash
-            if password.algorithm != DEFAULT_ALGORITHM:
-                spec["hashing_algorithm"] = password.algorithm
         else:
             spec["password"] = variables.new(f"TOPO_USER_{name}_PASSWORD", f"password of user {name!r}")
+        if spec and password.algorithm != DEFAULT_ALGORITHM:
+            spec["hashing_algorithm"] = password.algorithm
         if obj.attrs["tags"]:
             spec["tags"] = Flow(obj.attrs["tags"])
         if limits.get(name):
@@ -154,7 +154,7 @@ def _exchange(obj: Obj) -> Any:
         if attrs[flag] != default:
             spec[flag] = attrs[flag]
     if attrs["arguments"]:
-        spec["arguments"] = dict(sorted(attrs["arguments"].items()))
+        spec["arguments"] = deep_sorted(attrs["arguments"])
     if attrs["type"] not in BUILTIN_EXCHANGE_TYPES:
         return Commented(spec, f"Type {attrs['type']} comes from a plugin: enable it on every target broker.")
     return spec
@@ -171,7 +171,7 @@ def _queue(obj: Obj, default_type: str | None) -> dict[str, Any]:
             if attrs[flag] != default:
                 spec[flag] = attrs[flag]
     if attrs["arguments"]:
-        spec["arguments"] = dict(sorted(attrs["arguments"].items()))
+        spec["arguments"] = deep_sorted(attrs["arguments"])
     return spec
 
 
@@ -194,7 +194,7 @@ def _binding(obj: Obj) -> Flow:
     if attrs["routing_key"]:
         spec["routing_key"] = attrs["routing_key"]
     if attrs["arguments"]:
-        spec["arguments"] = dict(sorted(attrs["arguments"].items()))
+        spec["arguments"] = deep_sorted(attrs["arguments"])
     return Flow(spec)
 
 
@@ -205,14 +205,14 @@ def _policy(obj: Obj) -> dict[str, Any]:
         spec["apply-to"] = attrs["apply-to"]
     if attrs["priority"] != 0:
         spec["priority"] = attrs["priority"]
-    spec["definition"] = dict(sorted(attrs["definition"].items()))
+    spec["definition"] = deep_sorted(attrs["definition"])
     return spec
 
 
 def _parameter(vhost: str, obj: Obj, variables: Variables) -> dict[str, Any]:
     component, name, value = obj.attrs["component"], obj.attrs["name"], obj.attrs["value"]
     if component == "federation-upstream-set":
-        return {"upstreams": [Flow(dict(entry)) for entry in value]}
+        return {"upstreams": [Flow(deep_sorted(entry)) for entry in value]}
     stem = {"shovel": "TOPO_SHOVEL", "federation-upstream": "TOPO_FEDERATION"}[component]
     spec: dict[str, Any] = {}
     for key, item in sorted(value.items()):
@@ -226,8 +226,17 @@ def _parameter(vhost: str, obj: Obj, variables: Variables) -> dict[str, Any]:
                 hidden.append(_hide_password(uri, stem_name, f"{component} {name!r} in vhost {vhost!r}", variables))
             spec[key] = hidden[0] if isinstance(item, str) else hidden
         else:
-            spec[key] = item
+            spec[key] = deep_sorted(item)
     return spec
+
+
+def deep_sorted(value: Any) -> Any:
+    """Mappings at every depth in key order: the output must not depend on the order of the input."""
+    if isinstance(value, dict):
+        return {key: deep_sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [deep_sorted(item) for item in value]
+    return value
 
 
 def _hide_password(uri: Any, stem: str, what: str, variables: Variables) -> Any:
@@ -266,6 +275,7 @@ def build_export(
     return ExportResult(text, exported.variables, notes)
 
 
+ACCESS = frozenset({Kind.PERMISSION, Kind.TOPIC_PERMISSION})
 _VHOST_DEFAULTS = {"description": "", "tags": [], "tracing": False, "default_queue_type": None}
 
 
@@ -282,7 +292,13 @@ def _round_trip_differences(
             return [f"{problem.path}: {problem.message}" for problem in exc.problems]
     out = []
     for key, have in actual.objects.items():
-        if key.vhost not in vhosts and not (users and key.kind in (Kind.USER, Kind.USER_LIMIT)):
+        if key.kind in (Kind.USER, Kind.USER_LIMIT):
+            exported = users
+        elif key.kind in ACCESS:
+            exported = users and key.vhost in vhosts
+        else:
+            exported = key.vhost in vhosts
+        if not exported:
             continue
         want = desired.objects.get(key)
         if want is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 
 from topo.arguments import QUEUE_TYPES
 from topo.errors import ConfigError, Problem, TopoError, ValidationFailed
-from topo.model import BrokerSpec, Topology, allowed_keys, model_at
+from topo.model import USER_TAGS, BrokerSpec, Topology, allowed_keys, model_at
 from topo.normalize import (
     PARAMETER_SECTIONS,
     binding_from_fields,
@@ -268,6 +269,14 @@ class _Builder:
         for name, user in model.users.items():
             path = ("users", name)
             register_secret(user.password)  # scrubbed from every message, should one ever echo it
+            for tag in user.tags:
+                close = difflib.get_close_matches(tag, USER_TAGS, n=1, cutoff=0.75)
+                if tag not in USER_TAGS and close:
+                    where = Location(source.path, raw, (*path, "tags"))
+                    self.desired.warnings.append(
+                        f"{where}: user {name!r} has tag {tag!r}, which is not a built-in tag (did you mean "
+                        f"{close[0]!r}?); RabbitMQ keeps it as a custom tag that grants nothing"
+                    )
             self._add(user_from_spec(name, user), Location(source.path, raw, path), path, user.absent)
             for alias, value in declared_limits(user.limits):
                 limit_path = (*path, "limits", alias)

@@ -6,7 +6,6 @@ typo like `durabel: true`: every model forbids extra keys and checks value types
 
 from __future__ import annotations
 
-import difflib
 import re
 from types import UnionType
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
@@ -508,16 +507,11 @@ class UserSpec(Managed):
     @field_validator("tags")
     @classmethod
     def _known_tags(cls, tags: list[str]) -> list[str]:
-        # RabbitMQ stores any tag (plugins and auth backends read custom ones), so only a tag that looks
-        # like a misspelt built-in one is refused: `adminstrator` would silently grant nothing.
+        # RabbitMQ stores any tag (plugins and auth backends read custom ones); a tag that looks like a
+        # misspelt built-in one gets a warning (see load.py), since `adminstrator` grants nothing.
         for tag in tags:
             if "," in tag or not tag.strip():
                 raise ValueError(f"tag {tag!r} must be a non-empty word without commas")
-            close = difflib.get_close_matches(tag, USER_TAGS, n=1, cutoff=0.75)
-            if tag not in USER_TAGS and close:
-                raise ValueError(
-                    f"unknown tag {tag!r}: did you mean {close[0]!r}? Built-in tags: {', '.join(USER_TAGS)}"
-                )
         return tags
 
     @model_validator(mode="after")

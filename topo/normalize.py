@@ -184,7 +184,8 @@ def policy_from_broker(kind: Kind, vhost: str, item: dict[str, Any]) -> Obj:
 
 def user_from_spec(name: str, spec: Any) -> Obj:
     if spec.password is not None:
-        password = Password("", spec.hashing_algorithm, spec.password)
+        pinned = "hashing_algorithm" in spec.model_fields_set
+        password = Password("", spec.hashing_algorithm, spec.password, algorithm_pinned=pinned)
     else:
         password = Password(spec.password_hash or "", spec.hashing_algorithm)
     return Obj(Key(Kind.USER, "", name), {"tags": tags_of(spec.tags), "password": password})

@@ -55,14 +55,18 @@ class Password:
     password_hash: str = field(repr=False)
     algorithm: str = DEFAULT_ALGORITHM
     plaintext: str | None = field(default=None, repr=False)
+    # The file named the algorithm: a hash made with another one is drift (else any algorithm will do).
+    algorithm_pinned: bool = False
 
     def __repr__(self) -> str:
         return "Password(***)"
 
     def same_as(self, other: Password) -> bool:
         if self.plaintext is not None and other.plaintext is None:
-            return matches(self.plaintext, other.password_hash, other.algorithm)
+            return other.same_as(self)
         if other.plaintext is not None and self.plaintext is None:
+            if other.algorithm_pinned and other.algorithm != self.algorithm:
+                return False
             return matches(other.plaintext, self.password_hash, self.algorithm)
         if self.plaintext is not None:
             return self.plaintext == other.plaintext
