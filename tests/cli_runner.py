@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from topo.cli import main
+from topo.redact import forget_secrets
 
 
 @dataclass
@@ -47,6 +48,9 @@ def run_topo(*args: str, env: Mapping[str, str | None] | None = None, cwd: str |
     old_argv, old_cwd = sys.argv, os.getcwd()
     sys.argv = ["topo", *args]
     code = 0
+    # A real run starts with no known secrets: those of earlier runs in this process would scrub
+    # innocent text (a password "123" seen by one test would hide a queue named "123" in the next).
+    forget_secrets()
     try:
         if cwd:
             os.chdir(cwd)

@@ -160,7 +160,7 @@ def test_dollar_brace_is_escaped_but_placeholder_is_written_as_is() -> None:
     assert scalar("${HOME}") == "$${HOME}"
     # Quoted, so that a value such as 123456 stays a string when the placeholder is expanded.
     assert scalar(Placeholder("${TOPO_USER_APP_PASSWORD}")) == '"${TOPO_USER_APP_PASSWORD}"'
-    assert scalar(Placeholder("${P}"), flow=True) == "'${P}'"
+    assert scalar(Placeholder("${P}"), flow=True) == '"${P}"'
     # Export composes placeholders from escaped URI parts: a second escape would double the `$$`.
     uri = Placeholder("amqp://app:${TOPO_SHOVEL_P}@host/$${literal}")
     assert scalar(uri) == "amqp://app:${TOPO_SHOVEL_P}@host/$${literal}"

@@ -240,7 +240,7 @@ def test_generated_state_round_trips(seed: int, empty_broker: EmptyBroker, tmp_p
     # The round trip's administrator is a user of the broker too, so it is exported like the others.
     env = _environment(variables, {**passwords, ADMIN: empty_broker.password})
     # One per user with a password; per vhost, one in the shovel's URI and one in a federation URI.
-    assert len(variables) == len(passwords) + 1 + 2 * len(definitions["vhosts"])
+    assert len(variables) == len(passwords) + 1 + 2 * len(definitions["vhosts"]), (result.stderr, text)
 
     plan = _topo(empty_broker, "plan", "--detailed-exitcode", "-f", str(exported), env=env)
     assert plan.code == 0, plan.output
