@@ -28,6 +28,7 @@ MEASUREMENT_ROWS = [
     "topo plan (no-op)",
     "topo apply (no-op)",
     "topo apply (10% replace)",
+    "topo export (--vhost, --no-users)",
     "topo start-up only (python -m topo version)",
 ]
 RATIO_LINES = [
@@ -35,6 +36,7 @@ RATIO_LINES = [
     "topo apply (create) / raw bulk import",
     "raw sequential PUT / topo apply (create)",
     "topo apply (no-op) / topo plan (no-op)",
+    "topo export / raw GET definitions",
     "peak RSS of topo (MB)",
 ]
 

@@ -163,7 +163,7 @@ def test_dollar_brace_is_escaped_but_placeholder_is_written_as_is() -> None:
     assert scalar(Placeholder("${P}"), flow=True) == '"${P}"'
     # Export composes placeholders from escaped URI parts: a second escape would double the `$$`.
     uri = Placeholder("amqp://app:${TOPO_SHOVEL_P}@host/$${literal}")
-    assert scalar(uri) == "amqp://app:${TOPO_SHOVEL_P}@host/$${literal}"
+    assert scalar(uri) == '"amqp://app:${TOPO_SHOVEL_P}@host/$${literal}"'
 
 
 def test_placeholder_is_expanded_on_load_and_a_plain_string_is_not() -> None:

@@ -7,6 +7,7 @@ subset topology files use: mappings, sequences, strings, numbers, booleans and n
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -53,7 +54,18 @@ def scalar(value: Any, flow: bool = False) -> str:
     if isinstance(value, Placeholder):
         # Quoted: an unquoted ${VAR} is typed by its value (a password "123456" would become a number).
         return _double_quoted(str(value))
-    text = str(value).replace("${", "$${")
+    return _string(str(value), flow)
+
+
+# Most names need no quoting: those are recognised without the YAML emitter's full analysis.
+_SIMPLE = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./-]*$")
+
+
+@functools.lru_cache(maxsize=65536)
+def _string(value: str, flow: bool) -> str:
+    text = value.replace("${", "$${")
+    if _SIMPLE.fullmatch(text) and resolves_as_string(text):
+        return text
     if not text.isprintable():  # line breaks, tabs, control and format characters, NBSP: escaped
         return _double_quoted(text)
     analysis = _analyzer.analyze_scalar(text)

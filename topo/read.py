@@ -94,10 +94,16 @@ def read_for_export(
     can see, without users and permissions.
     """
     notes: list[str] = []
-    info, vhost_list, response = _concurrently(
+    # One vhost: its own definitions (smaller on a busy broker), with users and access listed alongside.
+    single = only[0] if only is not None and len(set(only)) == 1 else None
+    path, what = ("/api/definitions", "read definitions")
+    if single is not None:
+        path, what = api_path("definitions", single), f"read definitions of vhost {single!r}"
+    info, vhost_list, response, access = _concurrently(
         lambda: read_overview(client),
         lambda: client.get("/api/vhosts", what="list vhosts", params={"disable_stats": "true"}),
-        lambda: client.request("GET", "/api/definitions", what="read definitions", ok=(401,)),
+        lambda: client.request("GET", path, what=what, ok=(400, 401, 404)),
+        lambda: _access(client) if single is not None and with_users else None,
     )
     names = [item["name"] for item in vhost_list]
     missing = [name for name in only or [] if name not in names]
@@ -113,6 +119,8 @@ def read_for_export(
     for item in vhost_list:
         if item["name"] in selected:
             _add(actual, vhost_from_broker(item))
+    if response.status_code in (400, 404):
+        raise BrokerError(what, response.status_code, response.text[:300])
     if response.status_code == 401:
         definitions = _listings(client, selected)
         if with_users:
@@ -123,7 +131,9 @@ def read_for_export(
         with_users = False
     else:
         definitions = response.json()
-    add_definitions(actual, definitions, default_vhost=None, keep=set(selected))
+        if access is not None:
+            definitions["users"], definitions["permissions"], definitions["topic_permissions"] = access
+    add_definitions(actual, definitions, default_vhost=single, keep=set(selected))
     if with_users:
         _add_access_from_definitions(actual, definitions, set(selected), all_users=only is None)
     return actual, selected, with_users, notes
