@@ -6,6 +6,7 @@ topo.definitions and the CLI's `export --from-definitions`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -249,7 +250,7 @@ ERRORS: list[tuple[str, int, str, str, str]] = [
     ("user_without_tags.json", 4, "users[1].tags", "user 'app'", "missing 'tags'"),
     ("invalid_json.json", 4, "", "not valid JSON", "Expecting value"),
     ("top_level_array.json", 1, "", "a definitions file is a JSON object", ""),
-    ("parameters_not_a_list_with_vhost_limits.json", 1, "parameters", "must be a list of objects", ""),
+    ("parameters_not_a_list_with_vhost_limits.json", 1, "parameters", "must be an array of objects", ""),
 ]
 
 
@@ -308,7 +309,7 @@ def test_section_of_the_wrong_type_is_named_in_json_or_python_terms() -> None:
     # The reader's own line-tracking dict class is an implementation detail, not a type the user wrote.
     (problem,) = problems_of("section_not_a_list.json")
     assert problem.path == "queues"
-    assert problem.message.startswith("must be a list of objects, got ")
+    assert problem.message.startswith("must be an array of objects, got ")
     assert "_Located" not in problem.message
 
 
@@ -354,3 +355,72 @@ def test_missing_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     (problem,) = caught.value.problems
     assert problem.file == str(tmp_path / "nope.json")
     assert problem.message.startswith("cannot read the file:")
+
+
+# ---- found in review: what RabbitMQ would reject or misread, named where it is -------------------------
+
+
+def _problems(tmp_path: Path, definitions: dict[str, object]) -> list[Problem]:
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(definitions, indent=1), encoding="utf-8")
+    with pytest.raises(ValidationFailed) as caught:
+        read_definitions(str(path))
+    return caught.value.problems
+
+
+QUEUE = {"name": "q", "vhost": "/", "durable": True, "auto_delete": False}
+
+
+@pytest.mark.parametrize(
+    ("definitions", "path", "message"),
+    [
+        ({"exchanges": [{**QUEUE, "type": "topic", "internal": "no"}]}, "exchanges[0].internal",
+         "must be true or false"),
+        ({"vhosts": [{"name": "v", "tracing": "yes"}]}, "vhosts[0].tracing", "must be true or false"),
+        ({"queues": [{**QUEUE, "vhost": ["/"]}]}, "queues[0].vhost", "must be a string"),
+        ({"queues": [{**QUEUE, "vhost": ""}]}, "queues[0].vhost", "must not be empty"),
+        ({"users": [{"name": "u", "tags": 5}]}, "users[0].tags", "must be a string or an array of strings"),
+        ({"users": [{"name": "u", "tags": "", "limits": {"max-connections": "5"}}]}, "users[0].limits", "integers"),
+        ({"parameters": [{"vhost": "/", "component": "shovel", "name": "s", "value": None}]}, "parameters[0].value",
+         "must be an object"),
+        ({"parameters": [{"vhost": "/", "component": "shovel", "value": {}}]}, "parameters[0].name", "missing 'name'"),
+        ({"queues": [{**QUEUE, "arguments": {"x-queue-type": "quorum"}, "auto_delete": True}]},
+         "queues[0].auto_delete", "cannot be auto_delete"),
+        ({"queues": [{**QUEUE, "durable": False, "arguments": {"x-queue-type": "quorum"}}]}, "queues[0]",
+         "durable: Input should be True"),
+        ({"queues": [{**QUEUE, "arguments": {"x-max-length": "5"}}]}, "queues[0]", "x-max-length: must be an integer"),
+        ({"policies": [{"name": "p", "vhost": "/", "pattern": "(", "definition": {"max-length": 1}}]}, "policies[0]",
+         "not a valid regular expression"),
+        ({"exchanges": [{**QUEUE, "type": "fancy"}]}, "exchanges[0]", "unknown exchange type 'fancy'"),
+        ({"parameters": [{"vhost": "/", "component": "shovel", "name": "s", "value": {"src-urii": "amqp://"}}]},
+         "parameters[0]", "unknown key 'src-urii'"),
+    ],
+)  # fmt: skip
+def test_values_rabbitmq_or_topo_would_refuse_are_named(
+    tmp_path: Path, definitions: dict[str, object], path: str, message: str
+) -> None:
+    problems = _problems(tmp_path, definitions)
+    assert [p.path for p in problems] == [path], problems
+    assert message in problems[0].message
+    assert problems[0].line is not None
+
+
+def test_a_queue_declared_twice_differently_is_an_error(tmp_path: Path) -> None:
+    # RabbitMQ's import keeps the first and silently ignores the second.
+    definitions = {"queues": [QUEUE, {**QUEUE, "arguments": {"x-max-length": 5}}]}
+    (problem,) = _problems(tmp_path, definitions)
+    assert problem.path == "queues[1]"
+    assert "declared again with different values (first at queues[0]" in problem.message
+
+
+def test_an_identical_repeat_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"queues": [QUEUE, dict(QUEUE)]}), encoding="utf-8")
+    assert Key(Kind.QUEUE, "/", "q") in read_definitions(str(path)).actual.objects
+
+
+def test_deeply_nested_json_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "d.json"
+    path.write_text('{"queues": ' + "[" * 100000 + "]" * 100000 + "}", encoding="utf-8")
+    with pytest.raises(ValidationFailed, match="nested too deeply"):
+        read_definitions(str(path))

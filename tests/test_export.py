@@ -493,6 +493,13 @@ def test_export_of_one_vhost(tmp_path: Path) -> None:
     assert problems == []
     assert list(data["vhosts"]) == ["/"]
     assert data["vhosts"]["/"] == {"queues": {"tasks": {}}}
+    # Only users with access to the exported vhosts come along: none has access to "/".
+    assert "users" not in data
+    result = run_topo("export", "--from-definitions", str(path), "--vhost", "shop", "--keep-hashes")
+    assert result.code == 0, result.output
+    data, problems = load_yaml(result.stdout, "out.yaml", env={})
+    assert problems == []
+    assert sorted(data["users"]) == ["app", "ops"]
     assert data["users"]["app"] == {"password_hash": HASH}
 
 
@@ -502,3 +509,75 @@ def test_export_of_a_vhost_the_file_does_not_have(tmp_path: Path) -> None:
     assert result.code == 1
     assert f"{path} has no vhost 'nope'" in result.stderr
     assert result.stdout == ""
+
+
+# ---- found in review: states RabbitMQ holds that an export must reproduce ------------------------------
+
+
+def test_topic_permissions_are_exported_without_regular_permissions(tmp_path: Path) -> None:
+    definitions = {
+        "users": [user("app")],
+        "vhosts": [{"name": "/"}],
+        "topic_permissions": [{"user": "app", "vhost": "/", "exchange": "amq.topic", "write": "^a", "read": "^b"}],
+    }
+    document = parsed(export(tmp_path, definitions))
+    assert document["vhosts"]["/"] == {"topic_permissions": {"app": {"amq.topic": {"write": "^a", "read": "^b"}}}}
+
+
+def test_a_limit_of_minus_one_is_no_limit(tmp_path: Path) -> None:
+    # The broker keeps -1 in its record after `topo apply` (or rabbitmqctl) removes a limit.
+    definitions = {
+        "users": [{**user("app"), "limits": {"max-connections": -1, "max-channels": 5}}],
+        "vhosts": [{"name": "/"}],
+        "parameters": [{"vhost": "/", "component": "vhost-limits", "name": "limits", "value": {"max-queues": -1}}],
+    }
+    document = parsed(export(tmp_path, definitions))
+    assert document["users"]["app"]["limits"] == {"max-channels": 5}
+    assert "limits" not in document["vhosts"]["/"]
+
+
+@pytest.mark.parametrize("value", [1e20, 1.5e-7, 2.0, -0.5])
+def test_float_arguments_read_back_as_the_same_float(tmp_path: Path, value: float) -> None:
+    definitions = {"queues": [queue("q", arguments={"x-plugin-weight": value})]}
+    document = parsed(export(tmp_path, definitions))
+    loaded = document["vhosts"]["/"]["queues"]["q"]["arguments"]["x-plugin-weight"]
+    assert type(loaded) is float and loaded == value
+
+
+def test_user_without_password_keeps_no_algorithm(tmp_path: Path) -> None:
+    definitions = {"users": [user("cert", password_hash="", algorithm=MD5)], "vhosts": [{"name": "/"}]}
+    assert parsed(export(tmp_path, definitions, keep_hashes=True))["users"]["cert"] == {}
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("amqp://u:p@ss@host/v", "amqp://u:${TOPO_SHOVEL_S_SRC_PASSWORD}@host/v"),
+        ("amqp://u:two words@host", "amqp://u:${TOPO_SHOVEL_S_SRC_PASSWORD}@host"),
+        ("amqp://user@corp:secretpw@host", "amqp://user@corp:${TOPO_SHOVEL_S_SRC_PASSWORD}@host"),
+    ],
+)
+def test_the_whole_uri_password_becomes_the_placeholder(tmp_path: Path, uri: str, shown: str) -> None:
+    # RabbitMQ accepts unencoded @ and spaces in these URIs: the userinfo ends at the last @.
+    value = {"src-uri": uri, "src-queue": "a", "dest-uri": "amqp://", "dest-queue": "b"}
+    definitions = {"parameters": [{"vhost": "/", "component": "shovel", "name": "s", "value": value}]}
+    result = export(tmp_path, definitions)
+    assert f'src-uri: "{shown}"' in result.text
+    password = uri.split("://", 1)[1].rpartition("@")[0].partition(":")[2]
+    assert password not in result.text
+    assert result.variables.known["TOPO_SHOVEL_S_SRC_PASSWORD"] == password
+
+
+def test_placeholder_names_depend_on_the_object_alone(tmp_path: Path) -> None:
+    def upstream(vhost: str) -> dict[str, Any]:
+        value = {"uri": ["amqp://a:pw1@h1", "amqp://h2", "amqp://b:pw2@h3"]}
+        return {"vhost": vhost, "component": "federation-upstream", "name": "dc-2", "value": value}
+
+    definitions = {"vhosts": [{"name": "/"}, {"name": "eu"}], "parameters": [upstream("/"), upstream("eu")]}
+    names = list(export(tmp_path, definitions).variables.names)
+    assert names == [
+        "TOPO_FEDERATION_DC_2_PASSWORD_1",
+        "TOPO_FEDERATION_DC_2_PASSWORD_3",
+        "TOPO_FEDERATION_EU_DC_2_PASSWORD_1",
+        "TOPO_FEDERATION_EU_DC_2_PASSWORD_3",
+    ]

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from broker_api import Api
+from cli_runner import run_topo
 
 pytestmark = pytest.mark.broker
 
@@ -241,3 +242,32 @@ def test_a_vhost_without_permissions_is_named_as_such_for_a_non_administrator(
     assert (
         missing.code == 1 and "has no permissions on it; creating a vhost needs the administrator tag" in missing.stderr
     )
+
+
+def test_a_non_administrator_exports_what_it_may_read_and_is_told_what_is_left_out(
+    topo, api: Api, broker: Any, vhost_name: str, user_name: str
+) -> None:
+    api.put({}, "vhosts", vhost_name)
+    restricted_user(api, user_name, "management,policymaker", vhost_name)
+    api.put({"durable": True, "auto_delete": False, "arguments": {}}, "queues", vhost_name, "jobs")
+    upstream = {"value": {"uri": "amqp://fed:s3cret-Upstream@elsewhere", "max-hops": 1}}
+    api.put(upstream, "parameters", "federation-upstream", vhost_name, "dc2")
+    as_user = {"TOPO_URL": broker.url, "TOPO_USER": user_name, "TOPO_PASSWORD": "mgmt-Pw-123", "NO_COLOR": "1"}
+    other = f"{vhost_name}-2"
+    api.put({}, "vhosts", other)
+    api.put({"configure": ".*", "write": ".*", "read": ".*"}, "permissions", other, user_name)
+    # One vhost (read through its own definitions), and two (read through the broker's, refused here).
+    for vhosts in (["--vhost", vhost_name], ["--vhost", vhost_name, "--vhost", other]):
+        result = run_topo("export", *vhosts, env=as_user)
+        assert result.code == 0, result.output
+        assert "users and permissions left out: reading them needs the administrator tag" in result.stderr
+        assert "users:" not in result.stdout
+        assert "jobs: {}" in result.stdout
+        # Parameters come from their own listings, which a policymaker may read.
+        assert "federation_upstreams:" in result.stdout
+        assert "s3cret-Upstream" not in result.output
+    env = {**as_user, "TOPO_FEDERATION_" + vhost_name.upper().replace("-", "_") + "_DC2_PASSWORD": "s3cret-Upstream"}
+    exported = run_topo("export", "--vhost", vhost_name, env=as_user).stdout
+    planned = topo("plan", "--detailed-exitcode", topology=exported, env=env)
+    assert planned.code == 0, planned.output
+    api.delete("vhosts", other)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from topo.diff import Action, Change
-from topo.normalize import binding_from_fields, limit_obj
+from topo.normalize import binding_from_fields, limit_obj, parameter_obj
 from topo.plan import Plan
 from topo.render import UNMANAGED_SHOWN, plan_to_json, render_json, render_text
 from topo.state import Key, Kind, Obj
@@ -266,3 +266,23 @@ def test_text_ends_with_one_newline(colour: bool) -> None:
     text = render_text(full_plan(), colour=colour)
     assert text.endswith("\n")
     assert not text.endswith("\n\n")
+
+
+@pytest.mark.parametrize("password", ["two words", "p@ss/word", "a:b", "x"])
+def test_uri_passwords_are_masked_in_every_output(password: str) -> None:
+    # RabbitMQ accepts unencoded spaces and @ in shovel and federation URIs: masking must not rely on
+    # the URI grammar (or on a scrub of known secrets, which stdout does not get).
+    before = parameter_obj("/", "federation-upstream", "dc2", {"uri": f"amqp://fed:{password}z@old-host"})
+    after = parameter_obj("/", "federation-upstream", "dc2", {"uri": [f"amqp://fed:{password}y@new-host"]})
+    unmanaged = parameter_obj("/", "shovel", "s", {"src-uri": f"amqps://u:{password}w@h/v", "dest-uri": "amqp://"})
+    plan = Plan(
+        changes=[
+            Change(Action.UPDATE, after.key, dict(before.attrs), dict(after.attrs)),
+            Change(Action.CREATE, Key(Kind.PARAMETER, "/", "new"), None, dict(before.attrs)),
+        ],
+        unmanaged=[unmanaged],
+    )
+    for text in (render_text(plan, colour=False), render_json(plan)):
+        for secret in (f"{password}z", f"{password}y", f"{password}w"):
+            assert secret not in text
+        assert "fed:***@new-host" in text and "fed:***@old-host" in text

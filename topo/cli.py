@@ -21,7 +21,7 @@ from topo.connection import Connection, resolve_connection
 from topo.definitions import read_definitions
 from topo.engine import apply_and_verify, build_plan, manages_access, scope
 from topo.errors import TopoError
-from topo.export import ExportResult, build_export
+from topo.export import ExportResult, build_export, keep_users_with_access
 from topo.load import Loaded, guess_vhosts, load_topology
 from topo.model import json_schema
 from topo.plan import Plan, Step
@@ -338,6 +338,8 @@ def _exported(
             raise TopoError(f"{from_definitions} has no vhost {', '.join(map(repr, missing))}")
         source = f"definitions file {os.path.basename(from_definitions)}"
         selected = sorted(vhosts or read.vhosts)
+        if vhosts:
+            keep_users_with_access(read.actual, selected)
         return build_export(read.actual, selected, users and read.has_users, keep_hashes, source, read.notes)
     connection = resolve_connection(env=os.environ, broker=None, **asdict(options))
     client = ManagementClient(connection)

@@ -5,7 +5,8 @@ only in x-queue-type; vhost limits as []; no `arguments`, `internal` or `hashing
 such as `_comment` or a per-object `description`; no `vhosts` or `users` section at all; objects without
 `vhost` (a per-vhost export, meaning "/"). What RabbitMQ accepts is accepted here. What it rejects or
 silently drops on import (a binding to an undeclared queue, a permission on an undeclared vhost, a hash
-that is not base64, a queue without `durable`) is reported with the file, line and object instead.
+that is not base64, a queue without `durable`, a second declaration of a queue) is reported with the
+file, line and object instead, and so is what topo's own checks would refuse to apply.
 """
 
 from __future__ import annotations
@@ -14,16 +15,40 @@ import bisect
 import json
 import json.decoder
 import json.scanner
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from topo.errors import Problem, ValidationFailed
+from topo.model import (
+    BindingSpec,
+    ExchangeSpec,
+    FederationUpstreamSetSpec,
+    FederationUpstreamSpec,
+    LimitsSpec,
+    PermissionSpec,
+    PolicySpec,
+    QueueSpec,
+    ShovelSpec,
+    TopicPermissionSpec,
+    UserLimitsSpec,
+    UserSpec,
+    VhostSpec,
+)
 from topo.normalize import (
     PARAMETER_SECTIONS,
     TRANSIENT_QUEUE_PREFIXES,
+    binding_from_broker,
+    exchange_from_broker,
     is_builtin_exchange,
+    parameter_obj,
     permission_obj,
+    policy_from_broker,
+    queue_from_broker,
+    set_limits,
     topic_permission_obj,
     user_from_broker,
     user_limit_obj,
@@ -31,7 +56,7 @@ from topo.normalize import (
 )
 from topo.passwords import ALGORITHMS, DEFAULT_ALGORITHM, Password, hash_problem
 from topo.read import add_definitions
-from topo.state import Actual, Key, Kind
+from topo.state import Actual, Key, Kind, Obj, canonical
 
 SECTIONS = (
     "users", "vhosts", "permissions", "topic_permissions", "parameters", "global_parameters", "policies",
@@ -39,6 +64,62 @@ SECTIONS = (
 )  # fmt: skip
 VERSION_KEYS = ("rabbit_version", "rabbitmq_version", "product_name", "product_version")
 DEFAULT_VHOST = "/"
+TOPOLOGY_SECTIONS = ("queues", "exchanges", "bindings", "policies", "parameters")
+
+# JSON types, named as JSON names them.
+STRING, BOOLEAN, INTEGER, OBJECT, ARRAY = "a string", "true or false", "an integer", "an object", "an array"
+TAGS = "a string or an array of strings"
+
+# Per section: required fields, then optional ones, with the JSON type RabbitMQ's import expects (without
+# a required one it answers 400, or stores `undefined`).
+FIELDS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+    "vhosts": ({"name": STRING}, {"description": STRING, "tags": TAGS, "tracing": BOOLEAN, "metadata": OBJECT}),
+    "users": (
+        {"name": STRING, "tags": TAGS},
+        {"password": STRING, "password_hash": STRING, "hashing_algorithm": STRING, "limits": OBJECT},
+    ),
+    "permissions": ({"user": STRING, "configure": STRING, "write": STRING, "read": STRING}, {"vhost": STRING}),
+    "topic_permissions": ({"user": STRING, "exchange": STRING, "write": STRING, "read": STRING}, {"vhost": STRING}),
+    "parameters": ({"component": STRING, "name": STRING}, {"vhost": STRING}),
+    "global_parameters": ({"name": STRING}, {}),
+    "policies": (
+        {"name": STRING, "pattern": STRING, "definition": OBJECT},
+        {"vhost": STRING, "apply-to": STRING, "priority": INTEGER},
+    ),
+    "queues": (
+        {"name": STRING, "durable": BOOLEAN, "auto_delete": BOOLEAN},
+        {"vhost": STRING, "arguments": OBJECT, "type": STRING},
+    ),
+    "exchanges": (
+        {"name": STRING, "type": STRING, "durable": BOOLEAN, "auto_delete": BOOLEAN},
+        {"vhost": STRING, "internal": BOOLEAN, "arguments": OBJECT},
+    ),
+    "bindings": (
+        {"source": STRING, "destination": STRING, "destination_type": STRING, "routing_key": STRING},
+        {"vhost": STRING, "arguments": OBJECT},
+    ),
+}
+
+
+def _is(value: Any, kind: str) -> bool:
+    if kind == STRING:
+        return isinstance(value, str)
+    if kind == BOOLEAN:
+        return isinstance(value, bool)
+    if kind == INTEGER:
+        return type(value) is int
+    if kind == OBJECT:
+        return isinstance(value, dict)
+    if kind == ARRAY:
+        return isinstance(value, list)
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(t, str) for t in value))
+
+
+def _json_type(value: Any) -> str:
+    for kind, name in ((bool, "a boolean"), (dict, "an object"), (list, "an array"), (str, "a string")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else "a number"
 
 
 class _Located(dict[str, Any]):
@@ -62,14 +143,26 @@ def _parse(text: str, filename: str) -> Any:
         return decoder.decode(text)
     except json.JSONDecodeError as exc:
         raise ValidationFailed([Problem(filename, exc.lineno, "", f"not valid JSON: {exc.msg}")], "file") from None
+    except RecursionError:
+        raise ValidationFailed([Problem(filename, None, "", "JSON nested too deeply")], "file") from None
 
 
 @dataclass(slots=True)
 class FromDefinitions:
     actual: Actual
     vhosts: list[str]
-    has_users: bool  # the file has a users section: export users and permissions
+    has_users: bool  # the file has a users or permissions section: export users and permissions
     notes: list[str] = field(default_factory=list)  # what was left out, shown on stderr
+
+
+@dataclass(slots=True)
+class _Source:
+    """Where an object came from, to name it in a problem."""
+
+    path: str
+    line: int | None
+    what: str
+    item: Any  # what the object declares (its canonical attributes), to compare with a second declaration
 
 
 class _Reader:
@@ -78,47 +171,86 @@ class _Reader:
         self.data = data
         self.problems: list[Problem] = []
         self.notes: list[str] = []
-        self.vhost_limits: list[dict[str, Any]] = []  # limits given on vhosts rather than as parameters
+        self.sources: dict[Key, _Source] = {}
+        self._items: dict[str, list[tuple[str, dict[str, Any]]]] = {}
 
     def problem(self, item: Any, path: str, message: str) -> None:
         self.problems.append(Problem(self.filename, getattr(item, "line", None) or None, path, message))
 
     def items(self, section: str) -> list[tuple[str, dict[str, Any]]]:
+        """The section's objects whose fields have the types RabbitMQ's import needs (checked once)."""
+        if section not in self._items:
+            self._items[section] = self._checked_items(section)
+        return self._items[section]
+
+    def _checked_items(self, section: str) -> list[tuple[str, dict[str, Any]]]:
         value = self.data.get(section)
         if value is None:
             return []
         if not isinstance(value, list):
-            self.problem(self.data, section, f"must be a list of objects, got {_json_type(value)}")
+            self.problem(self.data, section, f"must be an array of objects, got {_json_type(value)}")
             return []
+        required, optional = FIELDS.get(section, ({}, {}))
         out = []
         for index, item in enumerate(value):
             path = f"{section}[{index}]"
             if not isinstance(item, dict):
                 self.problem(value, path, f"must be an object, got {_json_type(item)}")
-            else:
+                continue
+            if self._typed(item, path, _describe(section, item), required, optional):
                 out.append((path, item))
         return out
 
-    def require(self, item: dict[str, Any], path: str, what: str, fields: dict[str, type | tuple[type, ...]]) -> bool:
-        """Fields RabbitMQ's import needs (it answers 400, or stores `undefined`, without them)."""
+    def _typed(
+        self, item: dict[str, Any], path: str, what: str, required: dict[str, str], optional: dict[str, str]
+    ) -> bool:
         ok = True
-        for name, kinds in fields.items():
+        for name in required:
             if name not in item:
                 self.problem(item, f"{path}.{name}", f"{what}: missing {name!r} (RabbitMQ's import rejects it)")
                 ok = False
-            elif not isinstance(item[name], kinds) or (kinds is not bool and isinstance(item[name], bool)):
-                names = " or ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
-                got = json.dumps(item[name])
-                self.problem(item, f"{path}.{name}", f"{what}: {name} must be {names}, got {got}")
+        for name, kind in {**required, **optional}.items():
+            if name in item and not _is(item[name], kind):
+                self.problem(item, f"{path}.{name}", f"{what}: {name} must be {kind}, got {_json_type(item[name])}")
+                ok = False
+        # The default exchange ("") and its bindings are the broker's: left out later, not errors.
+        for name in ("name", "user", "destination", "component", "vhost"):
+            if ok and item.get(name) == "" and (name in required or name == "vhost") and "type" not in required:
+                self.problem(item, f"{path}.{name}", f"{what}: {name} must not be empty")
                 ok = False
         return ok
 
+    def record(self, key: Key, path: str, item: dict[str, Any], what: str, value: Any) -> bool:
+        """Remembers where `key` was declared; False (and a problem) if it was declared before."""
+        first = self.sources.get(key)
+        if first is None:
+            self.sources[key] = _Source(path, getattr(item, "line", None), what, value)
+            return True
+        if canonical(first.item) == canonical(value):
+            return False  # an identical repeat: harmless, RabbitMQ ignores it too
+        self.problem(
+            item,
+            path,
+            f"{what}: declared again with different values (first at {first.path}, line {first.line}); "
+            "RabbitMQ's import keeps one of the two without saying so",
+        )
+        return False
 
-def _json_type(value: Any) -> str:
-    for kind, name in ((bool, "a boolean"), (dict, "an object"), (list, "an array"), (str, "a string")):
-        if isinstance(value, kind):
-            return name
-    return "null" if value is None else "a number"
+
+def _describe(section: str, item: dict[str, Any]) -> str:
+    vhost = item.get("vhost", DEFAULT_VHOST)
+    if section == "bindings":
+        return (
+            f"binding from exchange {item.get('source')!r} to {item.get('destination_type', 'queue')} "
+            f"{item.get('destination')!r} in vhost {vhost!r}"
+        )
+    if section in ("permissions", "topic_permissions"):
+        return f"{section[:-1].replace('_', ' ')} of user {item.get('user')!r} on vhost {vhost!r}"
+    if section == "parameters":
+        return f"parameter {item.get('component')}/{item.get('name')} in vhost {vhost!r}"
+    if section in ("users", "vhosts"):
+        return f"{section[:-1]} {item.get('name')!r}"
+    return f"{section[:-1].replace('ie', 'y')} {item.get('name')!r} in vhost {vhost!r}"
 
 
 def read_definitions(path: str) -> FromDefinitions:
@@ -129,9 +261,13 @@ def read_definitions(path: str) -> FromDefinitions:
         raise ValidationFailed([Problem(path, None, "", f"cannot read the file: {exc}")], "file") from None
     data = _parse(text, path)
     if not isinstance(data, dict):
-        raise ValidationFailed([Problem(path, 1, "", "a definitions file is a JSON object")], "file")
+        raise ValidationFailed(
+            [Problem(path, 1, "", f"a definitions file is a JSON object, not {_json_type(data)}")], "file"
+        )
     reader = _Reader(path, data)
     result = _read(reader)
+    if not reader.problems:
+        _check_with_models(reader, result.actual)
     if reader.problems:
         raise ValidationFailed(reader.problems, "definitions file")
     return result
@@ -143,133 +279,134 @@ def _read(reader: _Reader) -> FromDefinitions:
     if ignored:
         reader.notes.append(f"ignored top-level keys RabbitMQ does not read: {', '.join(ignored)}")
     actual = Actual()
-    declared_vhosts = _vhosts(reader, actual)
+    declared_vhosts, vhost_limits = _vhosts(reader, actual)
     # Without a vhosts section the file is part of a larger setup: its vhosts must already exist.
-    vhosts = declared_vhosts if "vhosts" in data else set()
-    definitions = _topology(reader, vhosts if "vhosts" in data else None)
-    vhosts |= {
-        item["vhost"] for section in ("queues", "exchanges", "bindings", "policies") for item in definitions[section]
-    }
-    vhosts |= {item["vhost"] for item in definitions["parameters"]}
+    known = declared_vhosts if "vhosts" in data else None
+    definitions = _topology(reader, known, vhost_limits)
+    vhosts = set(declared_vhosts) | {item["vhost"] for section in TOPOLOGY_SECTIONS for item in definitions[section]}
     users = _users(reader, actual)
-    _access(reader, actual, vhosts if "vhosts" in data else None, users if "users" in data else None)
+    _access(reader, actual, known, users if "users" in data else None)
     vhosts |= {key.vhost for key in actual.objects if key.kind in (Kind.PERMISSION, Kind.TOPIC_PERMISSION)}
     for name in vhosts - declared_vhosts:
         actual.objects[Key(Kind.VHOST, name, name)] = vhost_from_broker({"name": name})
     actual.vhosts = vhosts
     add_definitions(actual, definitions, default_vhost=DEFAULT_VHOST, keep=vhosts)
-    if "global_parameters" in data:
-        names = sorted(str(p.get("name")) for _, p in reader.items("global_parameters"))
-        if names:
-            reader.notes.append(f"left out global parameters (topo does not manage them): {', '.join(names)}")
-    return FromDefinitions(actual, sorted(vhosts), "users" in data or "permissions" in data, reader.notes)
+    names = sorted(str(p.get("name")) for _, p in reader.items("global_parameters"))
+    if names:
+        reader.notes.append(f"left out global parameters (topo does not manage them): {', '.join(names)}")
+    has_users = "users" in data or "permissions" in data or "topic_permissions" in data
+    return FromDefinitions(actual, sorted(vhosts), has_users, reader.notes)
 
 
-def _vhosts(reader: _Reader, actual: Actual) -> set[str]:
+def _vhosts(reader: _Reader, actual: Actual) -> tuple[set[str], list[dict[str, Any]]]:
     names: set[str] = set()
+    limits_on_vhosts: list[dict[str, Any]] = []
     for path, item in reader.items("vhosts"):
-        if not reader.require(item, path, "vhost", {"name": str}):
+        metadata = item.get("metadata") or {}
+        bad = [k for k, kind in (("description", STRING), ("tags", TAGS), ("default_queue_type", STRING))
+               if k in metadata and not _is(metadata[k], kind)]  # fmt: skip
+        if bad:
+            reader.problem(
+                item, f"{path}.metadata.{bad[0]}", f"vhost {item['name']!r}: metadata.{bad[0]} has the wrong type"
+            )
             continue
-        metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
         obj = vhost_from_broker({**item, "metadata": metadata})
+        if not reader.record(obj.key, path, item, f"vhost {item['name']!r}", [obj.attrs, item.get("limits")]):
+            continue
         limits = item.get("limits")
         # 3.13 exports carry limits on the vhost ([] when there are none); older files use parameters.
         if isinstance(limits, dict) and limits:
-            reader.vhost_limits.append(
-                {"vhost": item["name"], "component": "vhost-limits", "name": "limits", "value": dict(limits)}
-            )
+            entry = _Located({"vhost": item["name"], "component": "vhost-limits", "name": "limits", "value": limits})
+            entry.line = getattr(item, "line", 0)
+            limits_on_vhosts.append(entry)
+        elif limits not in (None, []):
+            reader.problem(item, f"{path}.limits", f"vhost {item['name']!r}: limits must be an object")
+            continue
         names.add(item["name"])
         actual.objects[obj.key] = obj
-    return names
+    return names, limits_on_vhosts
 
 
-_OBJECT_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "queues": {"name": str, "durable": bool, "auto_delete": bool},
-    "exchanges": {"name": str, "type": str, "durable": bool, "auto_delete": bool},
-    "bindings": {"source": str, "destination": str, "destination_type": str, "routing_key": str},
-    "policies": {"name": str, "pattern": str, "definition": dict},
-}
-
-
-def _topology(reader: _Reader, vhosts: set[str] | None) -> dict[str, list[dict[str, Any]]]:
+def _topology(
+    reader: _Reader, vhosts: set[str] | None, vhost_limits: list[dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
     """Queues, exchanges, bindings, policies and parameters, checked, in the shape the broker exports."""
-    out: dict[str, list[dict[str, Any]]] = {section: [] for section in (*_OBJECT_FIELDS, "parameters")}
-    declared: dict[str, set[tuple[str, str]]] = {"queues": set(), "exchanges": set()}
-    for section, fields in _OBJECT_FIELDS.items():
-        for path, item in reader.items(section):
+    out: dict[str, list[dict[str, Any]]] = {section: [] for section in TOPOLOGY_SECTIONS}
+    # Every queue and exchange the file names, valid or not: a binding to an invalid one is not also
+    # reported as a binding to nothing.
+    declared = {
+        section: {
+            (item.get("vhost", DEFAULT_VHOST), item.get("name"))
+            for item in (reader.data.get(section) if isinstance(reader.data.get(section), list) else [])
+            if isinstance(item, dict) and isinstance(item.get("vhost", ""), str) and isinstance(item.get("name"), str)
+        }
+        for section in ("queues", "exchanges")
+    }
+    readers: dict[str, Callable[[str, dict[str, Any], str], Obj | None]] = {
+        "queues": lambda path, entry, what: _queue(reader, path, entry, what),
+        "exchanges": lambda path, entry, what: _exchange(reader, entry, what),
+        "bindings": lambda path, entry, what: _binding(reader, path, entry, what, declared),
+        "policies": lambda path, entry, what: policy_from_broker(Kind.POLICY, entry["vhost"], entry),
+        "parameters": lambda path, entry, what: _parameter(reader, path, entry, what),
+    }
+    limits_paths = [(f"vhosts[{item['vhost']!r}].limits", item) for item in vhost_limits]
+    for section, read in readers.items():
+        extra = limits_paths if section == "parameters" else []
+        for path, item in [*reader.items(section), *extra]:
             vhost = item.get("vhost", DEFAULT_VHOST)
-            what = _describe(section, item, vhost)
-            if not reader.require(item, path, what, fields):
-                continue
+            what = _describe(section, item)
             if vhosts is not None and vhost not in vhosts:
-                reader.problem(item, f"{path}.vhost", f"{what}: vhost {vhost!r} is not in the file's vhosts")
+                reader.problem(item, f"{path}.vhost", f"{what}: vhost {vhost!r} is not declared in the file")
                 continue
-            arguments = item.get("arguments", {})
-            if not isinstance(arguments, dict):
-                reader.problem(item, f"{path}.arguments", f"{what}: arguments must be an object")
-                continue
-            entry = _Located({**item, "vhost": vhost, "arguments": arguments})
+            entry = _Located({**item, "vhost": vhost, "arguments": item.get("arguments", {})})
             entry.line = getattr(item, "line", 0)
-            if section == "queues" and not _queue(reader, path, what, entry):
-                continue
-            if section == "bindings" and not _binding(reader, path, what, entry, declared):
-                continue
-            if section == "exchanges" and is_builtin_exchange(item["name"]):
-                reader.notes.append(f"left out built-in {what}")
-                continue
-            if section in declared:
-                declared[section].add((vhost, item["name"]))
-            out[section].append(entry)
-    limits_on_vhosts = [(f"vhosts[{item['vhost']!r}].limits", item) for item in reader.vhost_limits]
-    for path, item in [*reader.items("parameters"), *limits_on_vhosts]:
-        vhost = item.get("vhost", DEFAULT_VHOST)
-        component, name = item.get("component"), item.get("name")
-        what = f"parameter {component}/{name} in vhost {vhost!r}"
-        if component in ("vhost-limits", "operator_policy", *PARAMETER_SECTIONS):
-            if component == "vhost-limits" and not isinstance(item.get("value"), dict | list):
-                reader.problem(item, f"{path}.value", f"{what}: value must be an object of limits")
-            else:
-                out["parameters"].append({**item, "vhost": vhost})
-        else:
-            reader.notes.append(f"left out {what}: topo does not manage the {component!r} component")
+            obj = read(path, entry, what)
+            if obj is not None and reader.record(obj.key, path, item, what, obj.attrs):
+                out[section].append(entry)
+                if section == "parameters" and entry["component"] == "vhost-limits":
+                    for limit, value in set_limits(entry["value"]):
+                        where = _Source(path, entry.line or None, what, value)
+                        reader.sources.setdefault(Key(Kind.VHOST_LIMIT, entry["vhost"], limit), where)
     return out
 
 
-def _describe(section: str, item: dict[str, Any], vhost: str) -> str:
-    if section == "bindings":
-        return (
-            f"binding from exchange {item.get('source')!r} to {item.get('destination_type', 'queue')} "
-            f"{item.get('destination')!r} in vhost {vhost!r}"
-        )
-    return f"{section[:-1].replace('ie', 'y')} {item.get('name')!r} in vhost {vhost!r}"
-
-
-def _queue(reader: _Reader, path: str, what: str, entry: dict[str, Any]) -> bool:
+def _queue(reader: _Reader, path: str, entry: dict[str, Any], what: str) -> Obj | None:
     name = entry["name"]
     if name.startswith(TRANSIENT_QUEUE_PREFIXES) or name.startswith("amq."):
         reader.notes.append(f"left out {what}: a server-named or transient queue (RabbitMQ's import skips it too)")
-        return False
+        return None
     argument_type, top_type = entry["arguments"].get("x-queue-type"), entry.get("type")
     if argument_type is not None and top_type is not None and argument_type != top_type:
         reader.problem(entry, f"{path}.type", f"{what}: type {top_type!r} contradicts x-queue-type {argument_type!r}")
-        return False
+        return None
     queue_type = argument_type or top_type or "classic"
     if queue_type not in ("classic", "quorum", "stream"):
-        reader.problem(
-            entry, f"{path}.type", f"{what}: unknown queue type {queue_type!r}; use classic, quorum or stream"
-        )
-        return False
+        reason = f"{what}: unknown queue type {queue_type!r}; use classic, quorum or stream"
+        reader.problem(entry, f"{path}.type", reason)
+        return None
+    if queue_type != "classic" and entry["auto_delete"]:
+        reader.problem(entry, f"{path}.auto_delete", f"{what}: a {queue_type} queue cannot be auto_delete")
+        return None
     entry["type"] = queue_type
-    return True
+    return queue_from_broker(entry["vhost"], entry)
+
+
+def _exchange(reader: _Reader, entry: dict[str, Any], what: str) -> Obj | None:
+    if is_builtin_exchange(entry["name"]):
+        reader.notes.append(f"left out built-in {what}")
+        return None
+    return exchange_from_broker(entry["vhost"], entry)
 
 
 def _binding(
-    reader: _Reader, path: str, what: str, entry: dict[str, Any], declared: dict[str, set[tuple[str, str]]]
-) -> bool:
+    reader: _Reader, path: str, entry: dict[str, Any], what: str, declared: dict[str, set[tuple[str, str]]]
+) -> Obj | None:
     vhost = entry["vhost"]
     if entry["destination_type"] not in ("queue", "exchange"):
         reader.problem(entry, f"{path}.destination_type", f"{what}: destination_type must be queue or exchange")
-        return False
+        return None
+    if entry["source"] == "":
+        return None  # the default exchange's implicit bindings: the broker's, not the file's
     ends = (
         ("source", "exchanges", entry["source"]),
         ("destination", f"{entry['destination_type']}s", entry["destination"]),
@@ -278,51 +415,66 @@ def _binding(
     for role, section, name in ends:
         if section == "exchanges" and is_builtin_exchange(name):
             continue
-        if (vhost, name) not in declared[section] and not _declared_later(reader, section, vhost, name):
-            reader.problem(
-                entry,
-                f"{path}.{role}",
+        if (vhost, name) not in declared[section]:
+            reason = (
                 f"{what}: {role} {section[:-1]} {name!r} is not declared in the file "
-                "(RabbitMQ's import silently drops such a binding)",
+                "(RabbitMQ's import silently drops such a binding)"
             )
+            reader.problem(entry, f"{path}.{role}", reason)
             ok = False
-    return ok
+    return binding_from_broker(vhost, entry) if ok else None
 
 
-def _declared_later(reader: _Reader, section: str, vhost: str, name: str) -> bool:
-    # Exchanges are read before bindings but queues and exchanges may come in any order in the file.
-    return any(
-        item.get("vhost", DEFAULT_VHOST) == vhost and item.get("name") == name for _, item in reader.items(section)
-    )
+def _parameter(reader: _Reader, path: str, entry: dict[str, Any], what: str) -> Obj | None:
+    component, name, value = entry["component"], entry["name"], entry.get("value")
+    expected = {"federation-upstream-set": ARRAY, "vhost-limits": OBJECT}.get(component, OBJECT)
+    if component not in ("vhost-limits", "operator_policy", *PARAMETER_SECTIONS):
+        reader.notes.append(f"left out {what}: topo does not manage the {component!r} component")
+        return None
+    if component == "vhost-limits" and value == []:
+        return None  # the record a broker keeps after its last limit is removed
+    if not _is(value, expected):
+        reader.problem(entry, f"{path}.value", f"{what}: value must be {expected}, got {_json_type(value)}")
+        return None
+    if component == "vhost-limits" and any(type(limit) is not int for limit in value.values()):
+        reader.problem(entry, f"{path}.value", f"{what}: limits must be integers (-1: no limit)")
+        return None
+    if component == "operator_policy":
+        fields = (("pattern", STRING), ("definition", OBJECT), ("apply-to", STRING), ("priority", INTEGER))
+        bad = [
+            k for k, kind in fields if (k in value or k in ("pattern", "definition")) and not _is(value.get(k), kind)
+        ]
+        if bad:
+            reader.problem(entry, f"{path}.value.{bad[0]}", f"{what}: {bad[0]} is missing or has the wrong type")
+            return None
+        return policy_from_broker(Kind.OPERATOR_POLICY, entry["vhost"], {"name": name, **value})
+    if component == "vhost-limits":
+        # One record per vhost; its limits become objects of their own (see the caller).
+        return Obj(Key(Kind.VHOST_LIMIT, entry["vhost"], canonical(["limits", name])), {"value": value})
+    return parameter_obj(entry["vhost"], component, name, value)
 
 
 def _users(reader: _Reader, actual: Actual) -> set[str]:
     names: set[str] = set()  # every user the file declares, valid or not (permissions may name them)
     for path, item in reader.items("users"):
-        if not reader.require(item, path, f"user {item.get('name')!r}", {"name": str}):
-            continue
         name = item["name"]
         names.add(name)
         what = f"user {name!r}"
-        if "tags" not in item:
-            reader.problem(
-                item, f"{path}.tags", f"{what}: missing 'tags' (RabbitMQ 3.10's import rejects it; use \"\")"
-            )
-            continue
         algorithm = item.get("hashing_algorithm") or DEFAULT_ALGORITHM
         if algorithm not in ALGORITHMS:
-            allowed = ", ".join(ALGORITHMS)
-            reader.problem(item, f"{path}.hashing_algorithm", f"{what}: unknown hashing_algorithm; allowed: {allowed}")
+            reason = f"{what}: unknown hashing_algorithm; allowed: {', '.join(ALGORITHMS)}"
+            reader.problem(item, f"{path}.hashing_algorithm", reason)
+            continue
+        limits = item.get("limits") or {}
+        if any(type(value) is not int for value in limits.values()):
+            reader.problem(item, f"{path}.limits", f"{what}: limits must be integers")
             continue
         if "password" in item:
             reader.notes.append(f"{what} has a plaintext password in the file: it is not copied into the export")
             obj = user_from_broker({**item, "password_hash": ""})
-            obj.attrs["password"] = Password("", algorithm, str(item["password"]))
+            obj.attrs["password"] = Password("", algorithm, item["password"])
         else:
             password_hash = item.get("password_hash")
-            if password_hash is not None and not isinstance(password_hash, str):
-                reader.problem(item, f"{path}.password_hash", f"{what}: password_hash must be a string")
-                continue
             problem = hash_problem(password_hash or "", algorithm)
             if problem:
                 reader.problem(item, f"{path}.password_hash", f"{what}: password_hash {problem}")
@@ -330,26 +482,22 @@ def _users(reader: _Reader, actual: Actual) -> set[str]:
             if password_hash is None:
                 reader.notes.append(f"{what} has neither password nor password_hash: written without a password")
             obj = user_from_broker({**item, "hashing_algorithm": algorithm})
-        tags = item["tags"]
-        if not isinstance(tags, str) and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
-            reader.problem(item, f"{path}.tags", f"{what}: tags must be a string or a list of strings")
+        declared = {k: item.get(k) for k in ("tags", "password", "password_hash", "hashing_algorithm", "limits")}
+        if not reader.record(obj.key, path, item, what, declared):
             continue
         actual.objects[obj.key] = obj
-        for limit, value in (item.get("limits") or {}).items():
-            actual.objects[user_limit_obj(name, limit, value).key] = user_limit_obj(name, limit, value)
+        for limit, value in set_limits(limits):
+            limit_obj = user_limit_obj(name, limit, value)
+            actual.objects[limit_obj.key] = limit_obj
+            reader.sources[limit_obj.key] = _Source(f"{path}.limits", getattr(item, "line", None), what, item)
     return names
 
 
 def _access(reader: _Reader, actual: Actual, vhosts: set[str] | None, users: set[str] | None) -> None:
-    for section, fields in (
-        ("permissions", ("configure", "write", "read")),
-        ("topic_permissions", ("exchange", "write", "read")),
-    ):
+    for section in ("permissions", "topic_permissions"):
         for path, item in reader.items(section):
-            vhost, user = item.get("vhost", DEFAULT_VHOST), item.get("user")
-            what = f"{section[:-1].replace('_', ' ')} of user {user!r} on vhost {vhost!r}"
-            if not reader.require(item, path, what, {"user": str, **{f: str for f in fields}}):
-                continue
+            vhost, user = item.get("vhost", DEFAULT_VHOST), item["user"]
+            what = _describe(section, item)
             undeclared = [
                 (kind, name)
                 for kind, name, declared in (("vhost", vhost, vhosts), ("user", user, users))
@@ -364,4 +512,57 @@ def _access(reader: _Reader, actual: Actual, vhosts: set[str] | None, users: set
                 obj = permission_obj(vhost, user, item["configure"], item["write"], item["read"])
             else:
                 obj = topic_permission_obj(vhost, user, item["exchange"], item["write"], item["read"])
-            actual.objects[obj.key] = obj
+            if reader.record(obj.key, path, item, what, obj.attrs):
+                actual.objects[obj.key] = obj
+
+
+_QUEUE = TypeAdapter(QueueSpec)
+
+
+def _check_with_models(reader: _Reader, actual: Actual) -> None:
+    """What topo's checks would refuse to apply (an argument of the wrong type, a quorum queue that is
+    not durable, an invalid regex...), named where the file declares it."""
+    for key, obj in actual.objects.items():
+        source = reader.sources.get(key)
+        if source is None:
+            continue
+        try:
+            _validate(obj)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"] if part not in ("classic", "quorum", "stream"))
+            reason = f"{source.what}: {where + ': ' if where else ''}{error['msg'].removeprefix('Value error, ')}"
+            reader.problems.append(Problem(reader.filename, source.line, source.path, reason))
+
+
+def _validate(obj: Obj) -> None:
+    kind, attrs = obj.kind, obj.attrs
+    if kind is Kind.VHOST:
+        fields = {k: v for k, v in attrs.items() if k != "default_queue_type" or v is not None}
+        VhostSpec.model_validate(fields)
+    elif kind is Kind.EXCHANGE:
+        ExchangeSpec.model_validate(attrs)
+    elif kind is Kind.QUEUE:
+        fields = dict(attrs)
+        if attrs["type"] != "classic":
+            fields.pop("auto_delete")  # quorum queues and streams have no such option
+        _QUEUE.validate_python(fields)
+    elif kind is Kind.BINDING:
+        BindingSpec.model_validate(attrs)
+    elif kind in (Kind.POLICY, Kind.OPERATOR_POLICY):
+        PolicySpec.model_validate(attrs)
+    elif kind is Kind.PARAMETER and attrs["component"] == "federation-upstream-set":
+        FederationUpstreamSetSpec.model_validate({"upstreams": attrs["value"]})
+    elif kind is Kind.PARAMETER:
+        spec = ShovelSpec if attrs["component"] == "shovel" else FederationUpstreamSpec
+        spec.model_validate(attrs["value"])
+    elif kind is Kind.VHOST_LIMIT:
+        LimitsSpec.model_validate({obj.key.name: attrs["value"]})
+    elif kind is Kind.USER:
+        UserSpec.model_validate({"tags": attrs["tags"]})
+    elif kind is Kind.USER_LIMIT:
+        UserLimitsSpec.model_validate({attrs["name"]: attrs["value"]})
+    elif kind is Kind.PERMISSION:
+        PermissionSpec.model_validate(attrs)
+    elif kind is Kind.TOPIC_PERMISSION:
+        TopicPermissionSpec.model_validate({"write": attrs["write"], "read": attrs["read"]})

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from topo.redact import redact_url
+from topo.redact import mask_uris
 from topo.state import IDENTITY_KINDS, IMMUTABLE_KINDS, Actual, Desired, Key, Kind, Obj, same_value
 
 
@@ -65,7 +65,7 @@ def _differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 
 def _short(value: Any) -> str:
     # Shovel and federation URIs carry credentials: never show them.
-    return "(none)" if value is None else redact_url(json.dumps(value, ensure_ascii=False))
+    return "(none)" if value is None else json.dumps(mask_uris(value), ensure_ascii=False)
 
 
 def diff(desired: Desired, actual: Actual) -> DiffResult:

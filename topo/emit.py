@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -49,12 +48,27 @@ def scalar(value: Any, flow: bool = False) -> str:
         return "null"
     if value is True or value is False:
         return "true" if value else "false"
-    if isinstance(value, int | float):
-        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _float(value)
     if isinstance(value, Placeholder):
         # Quoted: an unquoted ${VAR} is typed by its value (a password "123456" would become a number).
         return _double_quoted(str(value))
     return _string(str(value), flow)
+
+
+def _float(value: float) -> str:
+    """A float as YAML 1.1 reads it back as the same float (it needs a dot: 1e+20 would be a string)."""
+    if value != value:
+        return ".nan"
+    if value in (float("inf"), float("-inf")):
+        return ".inf" if value > 0 else "-.inf"
+    text = repr(value)
+    if "e" in text and "." not in text:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}.0e{exponent}"
+    return text
 
 
 # Most names need no quoting: those are recognised without the YAML emitter's full analysis.

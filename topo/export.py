@@ -23,10 +23,8 @@ from topo.errors import TopoError, ValidationFailed
 from topo.load import load_topology
 from topo.normalize import PARAMETER_SECTIONS
 from topo.passwords import DEFAULT_ALGORITHM
+from topo.redact import split_uri
 from topo.state import Actual, Kind, Obj, canonical, same_value
-
-# scheme://user:password@ : only the password is replaced, so the host stays visible for review.
-_URI_PASSWORD = re.compile(r"^(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)(?P<password>[^@/]*)(?P<tail>@.*)$")
 
 
 @dataclass(slots=True)
@@ -131,6 +129,7 @@ def _vhost(name: str, objects: list[Obj], manage_access: bool, variables: Variab
             o.key.name: Flow({k: o.attrs[k] for k in ("configure", "write", "read")})
             for o in sorted(of[Kind.PERMISSION], key=lambda o: o.key.name)
         }
+    if manage_access:
         topic: dict[str, dict[str, Any]] = defaultdict(dict)
         for obj in sorted(of[Kind.TOPIC_PERMISSION], key=lambda o: (o.attrs["user"], o.attrs["exchange"])):
             topic[obj.attrs["user"]][obj.attrs["exchange"]] = Flow(
@@ -213,21 +212,33 @@ def _parameter(vhost: str, obj: Obj, variables: Variables) -> dict[str, Any]:
     component, name, value = obj.attrs["component"], obj.attrs["name"], obj.attrs["value"]
     if component == "federation-upstream-set":
         return {"upstreams": [Flow(deep_sorted(entry)) for entry in value]}
-    stem = {"shovel": "TOPO_SHOVEL", "federation-upstream": "TOPO_FEDERATION"}[component]
+    # TOPO_SHOVEL_[<VHOST>_]<NAME>_SRC_PASSWORD, TOPO_FEDERATION_[<VHOST>_]<NAME>_PASSWORD[_<n>]: fixed by
+    # the object alone (the vhost is left out for "/"), so other objects never rename a variable.
+    kind = {"shovel": "SHOVEL", "federation-upstream": "FEDERATION"}[component]
+    stem = f"TOPO_{kind}_{'' if vhost == '/' else vhost + '_'}{name}"
+    what = f"{component} {name!r} in vhost {vhost!r}"
     spec: dict[str, Any] = {}
     for key, item in sorted(value.items()):
-        if key.endswith("uri") and isinstance(item, str | list):
-            uris = [item] if isinstance(item, str) else item
-            side = key.removesuffix("uri").removesuffix("-").upper()
-            hidden = []
-            for number, uri in enumerate(uris, start=1):
-                suffix = "" if isinstance(item, str) else f"_{number}"
-                stem_name = f"{stem}_{name}_{side + '_' if side else ''}PASSWORD{suffix}"
-                hidden.append(_hide_password(uri, stem_name, f"{component} {name!r} in vhost {vhost!r}", variables))
-            spec[key] = hidden[0] if isinstance(item, str) else hidden
+        side = key.removesuffix("uri").removesuffix("-").upper()
+        name = f"{stem}_{side + '_' if side else ''}PASSWORD"
+        if key.endswith("uri") and isinstance(item, str):
+            spec[key] = _hide_password(item, name, what, variables)
+        elif key.endswith("uri") and isinstance(item, list):
+            spec[key] = [
+                _hide_password(uri, f"{name}_{number}", what, variables) for number, uri in enumerate(item, start=1)
+            ]
         else:
             spec[key] = deep_sorted(item)
     return spec
+
+
+def _hide_password(uri: Any, name: str, what: str, variables: Variables) -> Any:
+    parts = split_uri(uri) if isinstance(uri, str) else None
+    if parts is None:
+        return uri
+    scheme, user, password, host = parts
+    placeholder = variables.new(name, f"password of {unquote(user)!r} in the URI of {what} (percent-encoded)", password)
+    return Placeholder(_escape(scheme + user + ":") + placeholder + _escape(host))
 
 
 def deep_sorted(value: Any) -> Any:
@@ -237,17 +248,6 @@ def deep_sorted(value: Any) -> Any:
     if isinstance(value, list):
         return [deep_sorted(item) for item in value]
     return value
-
-
-def _hide_password(uri: Any, stem: str, what: str, variables: Variables) -> Any:
-    match = _URI_PASSWORD.match(uri) if isinstance(uri, str) else None
-    if match is None or not match.group("password"):
-        return uri
-    user = unquote(match.group("head").split("://", 1)[1][:-1])
-    placeholder = variables.new(
-        stem, f"password of {user!r} in the URI of {what} (percent-encoded)", match.group("password")
-    )
-    return Placeholder(_escape(match.group("head")) + placeholder + _escape(match.group("tail")))
 
 
 def _escape(text: str) -> str:
@@ -279,6 +279,20 @@ ACCESS = frozenset({Kind.PERMISSION, Kind.TOPIC_PERMISSION})
 _VHOST_DEFAULTS = {"description": "", "tags": [], "tracing": False, "default_queue_type": None}
 
 
+def keep_users_with_access(actual: Actual, vhosts: list[str]) -> None:
+    """Leaves only the users with permissions or topic permissions in `vhosts` (and their limits)."""
+    wanted = set(vhosts)
+    users = {
+        obj.key.name if obj.kind is Kind.PERMISSION else obj.attrs["user"]
+        for obj in actual.objects.values()
+        if obj.kind in ACCESS and obj.key.vhost in wanted
+    }
+    for key, obj in list(actual.objects.items()):
+        name = key.name if key.kind is Kind.USER else obj.attrs.get("user") if key.kind is Kind.USER_LIMIT else None
+        if name is not None and name not in users:
+            del actual.objects[key]
+
+
 def _round_trip_differences(
     text: str, actual: Actual, vhosts: set[str], users: bool, variables: Variables
 ) -> list[str]:
@@ -289,7 +303,10 @@ def _round_trip_differences(
         try:
             desired = load_topology([str(path)], env=env).desired
         except ValidationFailed as exc:
-            return [f"{problem.path}: {problem.message}" for problem in exc.problems]
+            # The source holds what RabbitMQ stored but topo's checks refuse (it would refuse to apply it).
+            shown = "\n".join(f"  {problem.path}: {problem.message}" for problem in exc.problems[:20])
+            more = f"\n  … and {len(exc.problems) - 20} more" if len(exc.problems) > 20 else ""
+            raise TopoError(f"topo cannot declare some of what the source holds:\n{shown}{more}") from None
     out = []
     for key, have in actual.objects.items():
         if key.kind in (Kind.USER, Kind.USER_LIMIT):

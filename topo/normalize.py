@@ -99,6 +99,13 @@ def policy_from_spec(kind: Kind, vhost: str, name: str, spec: PolicySpec) -> Obj
     )
 
 
+def set_limits(limits: Any) -> list[tuple[str, Any]]:
+    """The limits a broker's record really sets: it keeps -1 ("no limit") after a limit is removed."""
+    if not isinstance(limits, dict):
+        return []
+    return [(name, value) for name, value in limits.items() if not (type(value) is int and value < 0)]
+
+
 def limit_obj(vhost: str, name: str, value: int) -> Obj:
     return Obj(Key(Kind.VHOST_LIMIT, vhost, name), {"value": value})
 

@@ -70,6 +70,8 @@ class Password:
             return matches(other.plaintext, self.password_hash, self.algorithm)
         if self.plaintext is not None:
             return self.plaintext == other.plaintext
+        if self.password_hash == "" == other.password_hash:
+            return True  # no password either way: the algorithm hashes nothing
         return self.password_hash == other.password_hash and self.algorithm == other.algorithm
 
     def to_broker(self) -> tuple[str, str]:

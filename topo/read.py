@@ -22,6 +22,7 @@ from topo.normalize import (
     permission_obj,
     policy_from_broker,
     queue_from_broker,
+    set_limits,
     strings_in,
     tags_of,
     topic_permission_obj,
@@ -62,7 +63,7 @@ def read_actual(client: ManagementClient, vhosts: Iterable[str], access_control:
         users, permissions, topic_permissions = access
         for item in users:
             _add(actual, user_from_broker(item))
-            for name, value in (item.get("limits") or {}).items():
+            for name, value in set_limits(item.get("limits")):
                 _add(actual, user_limit_obj(item["name"], name, value))
         for item in permissions:
             if item.get("vhost") in keep:
@@ -103,7 +104,7 @@ def read_for_export(
         lambda: read_overview(client),
         lambda: client.get("/api/vhosts", what="list vhosts", params={"disable_stats": "true"}),
         lambda: client.request("GET", path, what=what, ok=(400, 401, 404)),
-        lambda: _access(client) if single is not None and with_users else None,
+        lambda: _access_if_allowed(client) if single is not None and with_users else None,
     )
     names = [item["name"] for item in vhost_list]
     missing = [name for name in only or [] if name not in names]
@@ -121,22 +122,30 @@ def read_for_export(
             _add(actual, vhost_from_broker(item))
     if response.status_code in (400, 404):
         raise BrokerError(what, response.status_code, response.text[:300])
-    if response.status_code == 401:
-        definitions = _listings(client, selected)
-        if with_users:
-            notes.append(
-                f"users and permissions left out: reading them needs the administrator tag, "
-                f"which {client.connection.user!r} does not have"
-            )
+    # Definitions (and, for one vhost, users) are for administrators: others get what they may list.
+    definitions = _listings(client, selected) if response.status_code == 401 else response.json()
+    if with_users and (response.status_code == 401 or (single is not None and access is None)):
+        notes.append(
+            f"users and permissions left out: reading them needs the administrator tag, "
+            f"which {client.connection.user!r} does not have"
+        )
         with_users = False
-    else:
-        definitions = response.json()
-        if access is not None:
-            definitions["users"], definitions["permissions"], definitions["topic_permissions"] = access
+    if with_users and access is not None:
+        definitions["users"], definitions["permissions"], definitions["topic_permissions"] = access
     add_definitions(actual, definitions, default_vhost=single, keep=set(selected))
     if with_users:
         _add_access_from_definitions(actual, definitions, set(selected), all_users=only is None)
     return actual, selected, with_users, notes
+
+
+def _access_if_allowed(client: ManagementClient) -> list[Any] | None:
+    """Users, permissions and topic permissions, or None when the user may not list them."""
+    try:
+        return _access(client)
+    except BrokerError as exc:
+        if exc.status != 401:
+            raise
+        return None
 
 
 def _add_access_from_definitions(actual: Actual, definitions: dict[str, Any], keep: set[str], all_users: bool) -> None:
@@ -155,7 +164,7 @@ def _add_access_from_definitions(actual: Actual, definitions: dict[str, Any], ke
     for item in definitions.get("users") or []:
         if all_users or item["name"] in users:
             _add(actual, user_from_broker(item))
-            for name, value in (item.get("limits") or {}).items():
+            for name, value in set_limits(item.get("limits")):
                 _add(actual, user_limit_obj(item["name"], name, value))
 
 
@@ -248,6 +257,10 @@ def _listings(client: ManagementClient, vhosts: list[str]) -> dict[str, Any]:
             result["parameters"].append(
                 {"vhost": vhost, "component": "operator_policy", "name": item["name"], "value": value}
             )
+        for component in PARAMETER_SECTIONS:
+            path = api_path("parameters", component, vhost)
+            for item in _optional(client, path, f"list {component} parameters of {vhost!r}"):
+                result["parameters"].append({k: item[k] for k in ("vhost", "component", "name", "value") if k in item})
         for item in _optional(client, api_path("vhost-limits", vhost), f"list limits of {vhost!r}"):
             result["parameters"].append(
                 {"vhost": vhost, "component": "vhost-limits", "name": "limits", "value": item.get("value")}
@@ -297,7 +310,7 @@ def add_definitions(actual: Actual, definitions: dict[str, Any], default_vhost: 
             _add(actual, parameter_obj(vhost, component, item["name"], value))
         elif component == "vhost-limits" and isinstance(value, dict):
             # After its last limit is removed the broker keeps the parameter with the value [].
-            for name, limit in value.items():
+            for name, limit in set_limits(value):
                 _add(actual, limit_obj(vhost, name, limit))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import quote, unquote
 
 _secrets: set[str] = set()
@@ -32,12 +33,47 @@ def redact_url(url: str) -> str:
 
 
 def register_url_secret(url: str) -> None:
-    """Registers the password of a user:password@ in a URL, even a malformed one (it may hold / or @)."""
-    rest = url.split("://", 1)[-1]
-    if "@" in rest:
-        password = rest.rsplit("@", 1)[0].partition(":")[2]
-        register_secret(password)
-        register_secret(unquote(password))
+    """Registers the password of a user:password@ in a URL, even a malformed one (it may hold / or @).
+
+    Parts of it too: a broker that cannot parse such a URI echoes the pieces it split it into.
+    """
+    parts = split_uri(url)
+    if parts is None:
+        return
+    password = parts[2]
+    for value in {password, unquote(password)}:
+        register_secret(value)
+        for piece in re.split(r"[/:@?#]", value):
+            if len(piece) >= 4:
+                register_secret(piece)
+
+
+def split_uri(uri: str) -> tuple[str, str, str, str] | None:
+    """scheme://user:password@rest -> (scheme://, user, password, @rest), or None without a password.
+
+    The userinfo ends at the last @: RabbitMQ accepts passwords with unencoded @, / or spaces in the URIs
+    of shovels and federation upstreams, so the URI grammar cannot be trusted to find it.
+    """
+    scheme, separator, rest = uri.partition("://")
+    if not separator or "@" not in rest:
+        return None
+    userinfo, _, host = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not colon or not password:
+        return None
+    return scheme + separator, user, password, "@" + host
+
+
+def mask_uris(value: Any) -> Any:
+    """A JSON value with the password of every URI string in it replaced by ***."""
+    if isinstance(value, str):
+        parts = split_uri(value) if "://" in value else None
+        return value if parts is None else f"{parts[0]}{parts[1]}:***{parts[3]}"
+    if isinstance(value, dict):
+        return {key: mask_uris(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [mask_uris(item) for item in value]
+    return value
 
 
 def scrub(text: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 from topo.diff import Action, Change
 from topo.passwords import Password
 from topo.plan import Plan
-from topo.redact import redact_url
+from topo.redact import mask_uris
 from topo.state import Key, Kind, Obj
 
 SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-"}
@@ -48,18 +48,8 @@ def public(attrs: dict[str, Any] | None) -> dict[str, Any] | None:
     """Attributes fit to show: passwords and hashes replaced by a marker."""
     if attrs is None:
         return None
-    return {k: SENSITIVE if isinstance(v, Password) else _without_credentials(v) for k, v in attrs.items()}
-
-
-def _without_credentials(value: Any) -> Any:
-    """Shovel and federation URIs carry passwords: amqp://user:***@host."""
-    if isinstance(value, str):
-        return redact_url(value) if "://" in value else value
-    if isinstance(value, dict):
-        return {k: _without_credentials(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_credentials(v) for v in value]
-    return value
+    # Shovel and federation URIs carry passwords: amqp://user:***@host.
+    return {k: SENSITIVE if isinstance(v, Password) else mask_uris(v) for k, v in attrs.items()}
 
 
 def _count(number: int, noun: str) -> str:
@@ -69,7 +59,7 @@ def _count(number: int, noun: str) -> str:
 def _value(value: Any) -> str:
     if isinstance(value, Password):
         return SENSITIVE
-    return redact_url(json.dumps(value, sort_keys=True, ensure_ascii=False))
+    return json.dumps(mask_uris(value), sort_keys=True, ensure_ascii=False)
 
 
 class _Painter:
