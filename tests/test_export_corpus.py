@@ -11,6 +11,7 @@ The files are not ours: they are read from beside the repository, never copied i
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,10 @@ import pytest
 from cli_runner import Result, run_topo
 from roundtrip import EmptyBroker, differences
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "definitions"
+# Beside the repository (../shared/corpus/definitions), or wherever TOPO_CORPUS points.
+CORPUS = Path(
+    os.environ.get("TOPO_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus" / "definitions"
+)
 FILES = sorted(CORPUS.glob("*.json")) if CORPUS.is_dir() else []
 
 # What RabbitMQ 3.10 does with the files it does not import cleanly (SOURCES.md in the corpus), and the
