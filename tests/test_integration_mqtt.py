@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from broker_api import Api
+from cli_runner import run_topo
 
 pytestmark = pytest.mark.broker
 
@@ -101,5 +102,13 @@ def test_topic_permissions_confine_an_mqtt_client(topo, api: Api, broker: Any, v
         plan = topo("plan", "--json", "--detailed-exitcode")
         assert plan.code == 0, plan.stdout
         assert json.loads(plan.stdout)["unmanaged"] == []
+
+        # Nor exported: the session queue and its binding to amq.topic are the plugin's.
+        env = {"TOPO_URL": broker.url, "TOPO_USER": broker.user, "TOPO_PASSWORD": broker.password}
+        exported = run_topo("export", "--vhost", vhost_name, "--keep-hashes", env=env)
+        assert exported.code == 0, exported.output
+        assert "mqtt-subscription" not in exported.stdout
+        assert "readings: {}" in exported.stdout
+        assert topo("plan", "--detailed-exitcode", topology=exported.stdout).code == 0
     finally:
         requests.delete(api._url("users", user), auth=api.auth, timeout=30)
