@@ -256,7 +256,7 @@ ERRORS: list[tuple[str, int, str, str, str]] = [
 
 def test_every_fixture_is_used() -> None:
     on_disk = {path.name for path in DEFINITIONS.iterdir()}
-    others = {"several_problems.json", "section_not_a_list.json"}
+    others = {"several_problems.json", "section_not_a_list.json", "per_vhost_export.json"}
     assert on_disk == set(QUIRKS) | {case[0] for case in ERRORS} | others
 
 
@@ -424,3 +424,34 @@ def test_deeply_nested_json_is_an_error_not_a_crash(tmp_path: Path) -> None:
     path.write_text('{"queues": ' + "[" * 100000 + "]" * 100000 + "}", encoding="utf-8")
     with pytest.raises(ValidationFailed, match="nested too deeply"):
         read_definitions(str(path))
+
+
+def test_a_per_vhost_export_stays_in_its_vhost() -> None:
+    # GET /api/definitions/{vhost} on 3.10 leaves `vhost` off queues, exchanges and bindings but not
+    # off policies and parameters: the objects without one belong to the vhost the others name.
+    result = read("per_vhost_export.json")
+    assert result.vhosts == ["shop"]
+    assert {key.vhost for key in result.actual.objects} == {"shop"}
+    assert Key(Kind.QUEUE, "shop", "orders") in result.actual.objects
+    assert "objects without a vhost key are taken to be in 'shop', the file's only vhost" in result.notes
+
+
+def test_hashes_of_exports_older_than_3_6_are_md5(tmp_path: Path) -> None:
+    md5_hash = "CQoLDMVsy+Z5bcXg864PTJ+1NTk="  # 4-byte salt + 16-byte MD5 digest
+    path = tmp_path / "d.json"
+    users = [{"name": "old", "password_hash": md5_hash, "tags": "administrator"}]
+    path.write_text(json.dumps({"rabbit_version": "3.5.7", "users": users}), encoding="utf-8")
+    password = read_definitions(str(path)).actual.objects[Key(Kind.USER, "", "old")].attrs["password"]
+    assert password.algorithm == "rabbit_password_hashing_md5"
+
+
+def test_an_empty_vhost_on_an_exchange_is_named_at_its_line(tmp_path: Path) -> None:
+    (problem,) = _problems(tmp_path, {"exchanges": [{**QUEUE, "type": "topic", "vhost": ""}]})
+    assert (problem.path, problem.line) == ("exchanges[0].vhost", 3)
+    assert "vhost must not be empty" in problem.message
+
+
+def test_limits_on_a_vhost_are_named_there(tmp_path: Path) -> None:
+    (problem,) = _problems(tmp_path, {"vhosts": [{"name": "v", "limits": {"max-queues": 1.5}}]})
+    assert problem.path == "vhosts[0].limits"
+    assert problem.message.startswith("limits of vhost 'v': limits must be integers")

@@ -13,6 +13,7 @@ from topo.diff import Action, Change
 from topo.errors import ApplyFailed, BrokerError, StepRefused
 from topo.plan import Plan, Step, stages
 from topo.read import message_counts
+from topo.redact import mask_uris
 from topo.render import display_name
 from topo.state import Kind, same_value
 
@@ -139,8 +140,27 @@ def execute(client: ManagementClient, step: Step, allow_data_loss: bool) -> None
         client.request("POST", path, what=what, body=_body(change), idempotent=True)
     elif kind in (Kind.VHOST_LIMIT, Kind.USER_LIMIT):
         client.put(path, {"value": (change.after or {})["value"]}, what=what)
+    elif kind is Kind.PARAMETER:
+        _put_parameter(client, path, change, what)
     else:
         client.put(path, _body(change), what=what)
+
+
+def _put_parameter(client: ManagementClient, path: str, change: Change, what: str) -> None:
+    try:
+        client.put(path, _body(change), what=what)
+    except BrokerError as exc:
+        value = (change.after or {}).get("value")
+        if mask_uris(value) == value:
+            raise
+        # The plugin's validation error repeats the URI in Erlang's notation (quotes escaped, non-ASCII as
+        # byte lists, split at / or :), which no scrubbing of the known password can be sure to catch.
+        headline = exc.reason.strip().splitlines()[0] if exc.reason.strip() else "refused"
+        reason = (
+            f"{headline} (the broker's details are not shown: they repeat a URI with its password; check the "
+            "URI's form, and percent-encode @ / : # ? and spaces in the password)"
+        )
+        raise BrokerError(exc.action, exc.status, reason) from None
 
 
 def apply_plan(

@@ -15,6 +15,7 @@ import bisect
 import json
 import json.decoder
 import json.scanner
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,7 +216,8 @@ class _Reader:
                 ok = False
         # The default exchange ("") and its bindings are the broker's: left out later, not errors.
         for name in ("name", "user", "destination", "component", "vhost"):
-            if ok and item.get(name) == "" and (name in required or name == "vhost") and "type" not in required:
+            exchange_name = name == "name" and "type" in required
+            if ok and item.get(name) == "" and (name in required or name == "vhost") and not exchange_name:
                 self.problem(item, f"{path}.{name}", f"{what}: {name} must not be empty")
                 ok = False
         return ok
@@ -246,6 +248,8 @@ def _describe(section: str, item: dict[str, Any]) -> str:
         )
     if section in ("permissions", "topic_permissions"):
         return f"{section[:-1].replace('_', ' ')} of user {item.get('user')!r} on vhost {vhost!r}"
+    if section == "parameters" and item.get("component") == "vhost-limits":
+        return f"limits of vhost {vhost!r}"
     if section == "parameters":
         return f"parameter {item.get('component')}/{item.get('name')} in vhost {vhost!r}"
     if section in ("users", "vhosts"):
@@ -278,6 +282,7 @@ def _read(reader: _Reader) -> FromDefinitions:
     ignored = sorted(k for k in data if k not in SECTIONS and k not in VERSION_KEYS)
     if ignored:
         reader.notes.append(f"ignored top-level keys RabbitMQ does not read: {', '.join(ignored)}")
+    _fill_in_vhosts(reader)
     actual = Actual()
     declared_vhosts, vhost_limits = _vhosts(reader, actual)
     # Without a vhosts section the file is part of a larger setup: its vhosts must already exist.
@@ -298,9 +303,38 @@ def _read(reader: _Reader) -> FromDefinitions:
     return FromDefinitions(actual, sorted(vhosts), has_users, reader.notes)
 
 
-def _vhosts(reader: _Reader, actual: Actual) -> tuple[set[str], list[dict[str, Any]]]:
+SCOPED = ("permissions", "topic_permissions", "parameters", "policies", "queues", "exchanges", "bindings")
+
+
+def _fill_in_vhosts(reader: _Reader) -> None:
+    """Objects without `vhost` come from a per-vhost export (GET /api/definitions/{vhost}), which 3.10
+    writes without `vhost` on queues, exchanges and bindings but with it on policies and parameters:
+    they belong to the one vhost the file names, or to "/" when it names none."""
+    objects = [
+        item
+        for section in SCOPED
+        if isinstance(reader.data.get(section), list)
+        for item in reader.data[section]
+        if isinstance(item, dict)
+    ]
+    if all("vhost" in item for item in objects):
+        return
+    named = {item["vhost"] for item in objects if isinstance(item.get("vhost"), str)}
+    vhosts = reader.data.get("vhosts")
+    if isinstance(vhosts, list):
+        named |= {item["name"] for item in vhosts if isinstance(item, dict) and isinstance(item.get("name"), str)}
+    default = next(iter(named)) if len(named) == 1 else DEFAULT_VHOST
+    if len(named) > 1:
+        reader.notes.append(f"objects without a vhost key are taken to be in {DEFAULT_VHOST!r}")
+    elif named and default != DEFAULT_VHOST:
+        reader.notes.append(f"objects without a vhost key are taken to be in {default!r}, the file's only vhost")
+    for item in objects:
+        item.setdefault("vhost", default)
+
+
+def _vhosts(reader: _Reader, actual: Actual) -> tuple[set[str], list[tuple[str, dict[str, Any]]]]:
     names: set[str] = set()
-    limits_on_vhosts: list[dict[str, Any]] = []
+    limits_on_vhosts: list[tuple[str, dict[str, Any]]] = []
     for path, item in reader.items("vhosts"):
         metadata = item.get("metadata") or {}
         bad = [k for k, kind in (("description", STRING), ("tags", TAGS), ("default_queue_type", STRING))
@@ -318,7 +352,7 @@ def _vhosts(reader: _Reader, actual: Actual) -> tuple[set[str], list[dict[str, A
         if isinstance(limits, dict) and limits:
             entry = _Located({"vhost": item["name"], "component": "vhost-limits", "name": "limits", "value": limits})
             entry.line = getattr(item, "line", 0)
-            limits_on_vhosts.append(entry)
+            limits_on_vhosts.append((f"{path}.limits", entry))
         elif limits not in (None, []):
             reader.problem(item, f"{path}.limits", f"vhost {item['name']!r}: limits must be an object")
             continue
@@ -328,7 +362,7 @@ def _vhosts(reader: _Reader, actual: Actual) -> tuple[set[str], list[dict[str, A
 
 
 def _topology(
-    reader: _Reader, vhosts: set[str] | None, vhost_limits: list[dict[str, Any]]
+    reader: _Reader, vhosts: set[str] | None, vhost_limits: list[tuple[str, dict[str, Any]]]
 ) -> dict[str, list[dict[str, Any]]]:
     """Queues, exchanges, bindings, policies and parameters, checked, in the shape the broker exports."""
     out: dict[str, list[dict[str, Any]]] = {section: [] for section in TOPOLOGY_SECTIONS}
@@ -349,9 +383,8 @@ def _topology(
         "policies": lambda path, entry, what: policy_from_broker(Kind.POLICY, entry["vhost"], entry),
         "parameters": lambda path, entry, what: _parameter(reader, path, entry, what),
     }
-    limits_paths = [(f"vhosts[{item['vhost']!r}].limits", item) for item in vhost_limits]
     for section, read in readers.items():
-        extra = limits_paths if section == "parameters" else []
+        extra = vhost_limits if section == "parameters" else []
         for path, item in [*reader.items(section), *extra]:
             vhost = item.get("vhost", DEFAULT_VHOST)
             what = _describe(section, item)
@@ -373,7 +406,8 @@ def _topology(
 def _queue(reader: _Reader, path: str, entry: dict[str, Any], what: str) -> Obj | None:
     name = entry["name"]
     if name.startswith(TRANSIENT_QUEUE_PREFIXES) or name.startswith("amq."):
-        reader.notes.append(f"left out {what}: a server-named or transient queue (RabbitMQ's import skips it too)")
+        why = "RabbitMQ's import skips it too" if name.startswith("amq.") else "the MQTT plugin declares it itself"
+        reader.notes.append(f"left out {what}: a server-named or transient queue ({why})")
         return None
     argument_type, top_type = entry["arguments"].get("x-queue-type"), entry.get("type")
     if argument_type is not None and top_type is not None and argument_type != top_type:
@@ -433,11 +467,12 @@ def _parameter(reader: _Reader, path: str, entry: dict[str, Any], what: str) -> 
         return None
     if component == "vhost-limits" and value == []:
         return None  # the record a broker keeps after its last limit is removed
+    at = path if path.endswith(".limits") else f"{path}.value"  # limits given on the vhost itself
     if not _is(value, expected):
-        reader.problem(entry, f"{path}.value", f"{what}: value must be {expected}, got {_json_type(value)}")
+        reader.problem(entry, at, f"{what}: value must be {expected}, got {_json_type(value)}")
         return None
     if component == "vhost-limits" and any(type(limit) is not int for limit in value.values()):
-        reader.problem(entry, f"{path}.value", f"{what}: limits must be integers (-1: no limit)")
+        reader.problem(entry, at, f"{what}: limits must be integers (-1: no limit)")
         return None
     if component == "operator_policy":
         fields = (("pattern", STRING), ("definition", OBJECT), ("apply-to", STRING), ("priority", INTEGER))
@@ -456,11 +491,16 @@ def _parameter(reader: _Reader, path: str, entry: dict[str, Any], what: str) -> 
 
 def _users(reader: _Reader, actual: Actual) -> set[str]:
     names: set[str] = set()  # every user the file declares, valid or not (permissions may name them)
+    # Exports from before 3.6 have no hashing_algorithm: their hashes are MD5, as RabbitMQ assumes.
+    version = str(reader.data.get("rabbit_version") or reader.data.get("rabbitmq_version") or "")
+    old = re.match(r"^(\d+)\.(\d+)", version)
+    before_36 = old is not None and (int(old.group(1)), int(old.group(2))) < (3, 6)
+    default_algorithm = "rabbit_password_hashing_md5" if before_36 else DEFAULT_ALGORITHM
     for path, item in reader.items("users"):
         name = item["name"]
         names.add(name)
         what = f"user {name!r}"
-        algorithm = item.get("hashing_algorithm") or DEFAULT_ALGORITHM
+        algorithm = item.get("hashing_algorithm") or default_algorithm
         if algorithm not in ALGORITHMS:
             reason = f"{what}: unknown hashing_algorithm; allowed: {', '.join(ALGORITHMS)}"
             reader.problem(item, f"{path}.hashing_algorithm", reason)
@@ -531,7 +571,11 @@ def _check_with_models(reader: _Reader, actual: Actual) -> None:
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(str(part) for part in error["loc"] if part not in ("classic", "quorum", "stream"))
-            reason = f"{source.what}: {where + ': ' if where else ''}{error['msg'].removeprefix('Value error, ')}"
+            message = error["msg"].removeprefix("Value error, ")
+            # The models' messages often name the field already ("pattern '(' is not a valid ...").
+            if where and message.startswith(where.rsplit(".", 1)[-1]):
+                where = ""
+            reason = f"{source.what}: {where + ': ' if where else ''}{message}"
             reader.problems.append(Problem(reader.filename, source.line, source.path, reason))
 
 

@@ -132,6 +132,12 @@ def read_for_export(
         with_users = False
     if with_users and access is not None:
         definitions["users"], definitions["permissions"], definitions["topic_permissions"] = access
+    refused = definitions.pop(REFUSED, [])
+    if refused:
+        notes.append(
+            f"left out what {client.connection.user!r} may not read (tags: policymaker for shovels and "
+            f"federation, administrator for operator policies and limits): {', '.join(refused)}"
+        )
     add_definitions(actual, definitions, default_vhost=single, keep=set(selected))
     if with_users:
         _add_access_from_definitions(actual, definitions, set(selected), all_users=only is None)
@@ -226,6 +232,9 @@ def _definitions(client: ManagementClient, wanted: list[str]) -> dict[str, Any]:
     return _listings(client, wanted) if response.status_code == 401 else response.json()
 
 
+# The listings a non-administrator was refused (in what _listings returns): an export says what it lacks.
+REFUSED = "refused listings"
+
 _COLUMNS = {
     "exchanges": "vhost,name,type,durable,auto_delete,internal,arguments",
     "queues": "vhost,name,durable,auto_delete,exclusive,arguments,type",
@@ -241,6 +250,8 @@ def _listings(client: ManagementClient, vhosts: list[str]) -> dict[str, Any]:
     may not read (operator policies, limits) count as empty: declaring those needs an administrator.
     """
     result: dict[str, Any] = {"exchanges": [], "queues": [], "bindings": [], "policies": [], "parameters": []}
+    refused: list[str] = []
+    result[REFUSED] = refused
     for vhost in vhosts:
         for section, columns in _COLUMNS.items():
             params = {"disable_stats": "true", "columns": columns}
@@ -251,7 +262,8 @@ def _listings(client: ManagementClient, vhosts: list[str]) -> dict[str, Any]:
         result["policies"].extend(
             client.get_or_none(api_path("policies", vhost), what=f"list policies of {vhost!r}") or []
         )
-        operator = _optional(client, api_path("operator-policies", vhost), f"list operator policies of {vhost!r}")
+        what = f"list operator policies of {vhost!r}"
+        operator = _optional(client, api_path("operator-policies", vhost), what, refused)
         for item in operator:
             value = {k: item[k] for k in ("pattern", "definition", "priority", "apply-to") if k in item}
             result["parameters"].append(
@@ -259,17 +271,20 @@ def _listings(client: ManagementClient, vhosts: list[str]) -> dict[str, Any]:
             )
         for component in PARAMETER_SECTIONS:
             path = api_path("parameters", component, vhost)
-            for item in _optional(client, path, f"list {component} parameters of {vhost!r}"):
+            for item in _optional(client, path, f"list {component} parameters of {vhost!r}", refused):
                 result["parameters"].append({k: item[k] for k in ("vhost", "component", "name", "value") if k in item})
-        for item in _optional(client, api_path("vhost-limits", vhost), f"list limits of {vhost!r}"):
+        for item in _optional(client, api_path("vhost-limits", vhost), f"list limits of {vhost!r}", refused):
             result["parameters"].append(
                 {"vhost": vhost, "component": "vhost-limits", "name": "limits", "value": item.get("value")}
             )
     return result
 
 
-def _optional(client: ManagementClient, path: str, what: str) -> list[dict[str, Any]]:
+def _optional(client: ManagementClient, path: str, what: str, refused: list[str] | None = None) -> list[dict[str, Any]]:
+    """A listing, empty when there is nothing (404) or the user may not read it (401, noted in `refused`)."""
     response = client.request("GET", path, what=what, ok=(401, 404))
+    if response.status_code == 401 and refused is not None:
+        refused.append(what.removeprefix("list "))
     return [] if response.status_code in (401, 404) else list(response.json())
 
 
