@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,18 +32,25 @@ def main() -> int:
     env = {**os.environ, "TOPO_URL": node.url, "TOPO_USER": "guest", "TOPO_PASSWORD": "guest"}
     try:
         files = [arg for path in examples for arg in ("-f", path)]
+        exported = str(Path(tempfile.mkdtemp(prefix="topo-demo-")) / "sensors-export.yaml")
         steps = [
             ("validate", *files),
             ("plan", *files),
             ("apply", "--auto-approve", *files),
             ("plan", "--detailed-exitcode", *files),
+            # Adoption: the broker's sensors vhost back as YAML, which describes the broker exactly.
+            ("export", "--vhost", "sensors", "--keep-hashes", "-o", exported),
+            ("plan", "--detailed-exitcode", "-f", exported),
         ]
         for step in steps:
             code = topo(*step, env=env)
             if code != 0:
                 print(f"\nFAILED: topo {step[0]} exited {code}", file=sys.stderr)
                 return 1
-        print(f"\nDone: {len(examples)} example topologies applied to {node.url}; a fresh plan is empty.")
+        print(
+            f"\nDone: {len(examples)} example topologies applied to {node.url}; a fresh plan is empty, and so "
+            f"is a plan of the exported sensors vhost ({exported})."
+        )
         if keep:
             print(
                 f"The node keeps running: TOPO_URL={node.url} (guest/guest); stop it with "
