@@ -266,7 +266,14 @@ def build_export(
 ) -> ExportResult:
     """The YAML text, checked: loading it back must give exactly the objects it was made from."""
     exported = export_document(actual, vhosts, users, keep_hashes)
-    header = f"Exported by topo from {source}.\n`topo plan` against a broker in this state shows no changes."
+    header = (
+        f"Exported by topo from {source}.\n"
+        "`topo plan` against a broker in this state shows no changes. Objects the file does not declare are\n"
+        "left alone; add `prune: true` (top level or per vhost) to have topo delete them."
+    )
+    if exported.variables.names:
+        header += "\n\nSecrets are not in this file; set these variables before topo plan or apply:"
+        header += "".join(f"\n  {name}: {what}" for name, what in exported.variables.names.items())
     text = dump(exported.document, header)
     differences = _round_trip_differences(text, actual, set(vhosts), users, exported.variables)
     if differences:
