@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -97,3 +99,44 @@ def test_an_export_says_which_listings_the_user_may_not_read(topo, api: Api, bro
         assert f"shovel parameters of {vhost_name!r}" in result.stderr
     finally:
         api.delete("users", user)
+
+
+def test_the_federation_plugins_own_objects_are_never_listed_pruned_or_exported(
+    topo, api: Api, broker: Any, vhost_name: str
+) -> None:
+    # A link inside the test node: the downstream vhost federates `events` from the upstream vhost, and
+    # the plugin declares a queue and an internal exchange named "federation: ..." in the upstream one.
+    upstream, downstream = f"{vhost_name}-up", vhost_name
+    uri = f"amqp://{broker.user}:{broker.password}@localhost:{broker.node.amqp_port}/{quote(upstream, safe='')}"
+    files = f"""
+    prune: true
+    vhosts:
+      {json.dumps(upstream)}:
+        exchanges:
+          events: {{type: topic}}
+        permissions:
+          {json.dumps(broker.user)}: {{configure: ".*", write: ".*", read: ".*"}}
+      {json.dumps(downstream)}:
+        exchanges:
+          events: {{type: topic}}
+        federation_upstreams:
+          dc1: {{uri: "{uri}"}}
+        policies:
+          federate: {{pattern: ^events$, apply-to: exchanges, definition: {{federation-upstream: dc1}}}}
+    """
+    try:
+        applied = topo("apply", "--auto-approve", topology=files)
+        assert applied.code == 0, applied.output
+        deadline = time.monotonic() + 15
+        while not any(q["name"].startswith("federation: ") for q in api.get("queues", upstream)):
+            assert time.monotonic() < deadline, "the federation link never came up"
+            time.sleep(0.3)
+        plan = topo("plan", "--json", "--detailed-exitcode", topology=files)
+        assert plan.code == 0, plan.output
+        assert json.loads(plan.stdout)["unmanaged"] == []
+        env = {"TOPO_URL": broker.url, "TOPO_USER": broker.user, "TOPO_PASSWORD": broker.password}
+        exported = run_topo("export", "--vhost", upstream, "--no-users", env=env)
+        assert exported.code == 0, exported.output
+        assert "federation: " not in exported.stdout
+    finally:
+        api.delete("vhosts", upstream)

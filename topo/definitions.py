@@ -406,7 +406,11 @@ def _topology(
 def _queue(reader: _Reader, path: str, entry: dict[str, Any], what: str) -> Obj | None:
     name = entry["name"]
     if name.startswith(TRANSIENT_QUEUE_PREFIXES) or name.startswith("amq."):
-        why = "RabbitMQ's import skips it too" if name.startswith("amq.") else "the MQTT plugin declares it itself"
+        why = (
+            "RabbitMQ's import skips it too"
+            if name.startswith("amq.")
+            else f"the {'MQTT' if name.startswith('mqtt') else 'federation'} plugin declares it itself"
+        )
         reader.notes.append(f"left out {what}: a server-named or transient queue ({why})")
         return None
     argument_type, top_type = entry["arguments"].get("x-queue-type"), entry.get("type")
@@ -427,7 +431,7 @@ def _queue(reader: _Reader, path: str, entry: dict[str, Any], what: str) -> Obj 
 
 def _exchange(reader: _Reader, entry: dict[str, Any], what: str) -> Obj | None:
     if is_builtin_exchange(entry["name"]):
-        reader.notes.append(f"left out built-in {what}")
+        reader.notes.append(f"left out {what}: the broker's own, or a plugin's")
         return None
     return exchange_from_broker(entry["vhost"], entry)
 

@@ -14,11 +14,15 @@ from topo.model import ExchangeSpec, PolicySpec, VhostSpec
 from topo.passwords import DEFAULT_ALGORITHM, Password
 from topo.state import Key, Kind, Obj, binding_key, canonical
 
-TRANSIENT_QUEUE_PREFIXES = ("amq.gen-", "mqtt-subscription-")
+# Declared by plugins, not by people: the MQTT plugin's session queues, and the federation plugin's
+# queue and internal exchange on the upstream side of each link ("federation: events -> node:vhost:events").
+PLUGIN_PREFIX = "federation: "
+TRANSIENT_QUEUE_PREFIXES = ("amq.gen-", "mqtt-subscription-", PLUGIN_PREFIX)
 
 
 def is_builtin_exchange(name: str) -> bool:
-    return name == "" or name.startswith("amq.")
+    """Exchanges topo never manages: the broker's own and those the federation plugin declares."""
+    return name == "" or name.startswith(("amq.", PLUGIN_PREFIX))
 
 
 def is_transient_queue(name: str, exclusive: bool = False) -> bool:
@@ -165,9 +169,11 @@ def queue_from_broker(vhost: str, item: dict[str, Any]) -> Obj | None:
 def binding_from_broker(vhost: str, item: dict[str, Any]) -> Obj | None:
     source, destination = item.get("source", ""), item["destination"]
     destination_type = item.get("destination_type", "queue")
-    if source == "":
-        return None  # implicit default-exchange bindings are the broker's, not ours
+    if source == "" or source.startswith(PLUGIN_PREFIX):
+        return None  # implicit default-exchange bindings are the broker's, federation links the plugin's
     if destination_type == "queue" and is_transient_queue(destination):
+        return None
+    if destination_type == "exchange" and destination.startswith(PLUGIN_PREFIX):
         return None
     return binding_from_fields(
         vhost, source, destination_type, destination, item.get("routing_key", ""), dict(item.get("arguments") or {})
