@@ -41,6 +41,7 @@ from topo.model import (
 )
 from topo.normalize import (
     PARAMETER_SECTIONS,
+    PLUGIN_PREFIX,
     TRANSIENT_QUEUE_PREFIXES,
     binding_from_broker,
     exchange_from_broker,
@@ -431,7 +432,10 @@ def _queue(reader: _Reader, path: str, entry: dict[str, Any], what: str) -> Obj 
 
 def _exchange(reader: _Reader, entry: dict[str, Any], what: str) -> Obj | None:
     if is_builtin_exchange(entry["name"]):
-        reader.notes.append(f"left out {what}: the broker's own, or a plugin's")
+        if entry["name"].startswith(PLUGIN_PREFIX):
+            reader.notes.append(f"left out {what}: the federation plugin declares it itself")
+        else:
+            reader.notes.append(f"left out built-in {what}")
         return None
     return exchange_from_broker(entry["vhost"], entry)
 
