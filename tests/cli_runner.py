@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from topo.cli import main
 from topo.redact import forget_secrets
@@ -40,6 +41,17 @@ def _environment(env: Mapping[str, str | None]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def broker_env(broker: Any, **overrides: str | None) -> dict[str, str | None]:
+    """The environment that points topo at the test broker (as its administrator, without colour)."""
+    env: dict[str, str | None] = {
+        "TOPO_URL": broker.url,
+        "TOPO_USER": broker.user,
+        "TOPO_PASSWORD": broker.password,
+        "NO_COLOR": "1",
+    }
+    return {**env, **overrides}
 
 
 def run_topo(*args: str, env: Mapping[str, str | None] | None = None, cwd: str | None = None) -> Result:

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from broker_api import Api
-from cli_runner import Result, run_topo
+from cli_runner import Result, broker_env, run_topo
 from rabbitmq_node import Broker, RabbitNode
 from roundtrip import EmptyBroker
 
@@ -125,13 +125,6 @@ def topo(broker: Any, tmp_path: Path):
         path = tmp_path / "topology.yaml"
         if topology is not None:
             path.write_text(textwrap.dedent(topology), encoding="utf-8")
-        environment: dict[str, str | None] = {
-            "TOPO_URL": broker.url,
-            "TOPO_USER": broker.user,
-            "TOPO_PASSWORD": broker.password,
-            "NO_COLOR": "1",
-        }
-        environment.update(env or {})
-        return run_topo(*args, "-f", str(path), env=environment)
+        return run_topo(*args, "-f", str(path), env={**broker_env(broker), **(env or {})})
 
     return run

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from cli_runner import Result, run_topo
+from cli_runner import Result, broker_env, run_topo
 from rabbitmq_node import Broker
 from topo.load import load_topology
 from topo.state import Kind
@@ -45,14 +45,7 @@ def queues_of(path: Path) -> set[tuple[str, str]]:
 
 
 def topo(broker: Broker, *args: str) -> Result:
-    env: dict[str, str | None] = {
-        "TOPO_URL": broker.url,
-        "TOPO_USER": broker.user,
-        "TOPO_PASSWORD": broker.password,
-        "NO_COLOR": "1",
-    }
-    env.update(dict.fromkeys(EXAMPLE_VARIABLES))
-    return run_topo(*args, env=env)
+    return run_topo(*args, env={**broker_env(broker), **dict.fromkeys(EXAMPLE_VARIABLES)})
 
 
 def files(*paths: Path) -> list[str]:

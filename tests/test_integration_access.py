@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from broker_api import Api
-from cli_runner import run_topo
+from cli_runner import broker_env, run_topo
 
 pytestmark = pytest.mark.broker
 
@@ -252,7 +252,7 @@ def test_a_non_administrator_exports_what_it_may_read_and_is_told_what_is_left_o
     api.put({"durable": True, "auto_delete": False, "arguments": {}}, "queues", vhost_name, "jobs")
     upstream = {"value": {"uri": "amqp://fed:s3cret-Upstream@elsewhere", "max-hops": 1}}
     api.put(upstream, "parameters", "federation-upstream", vhost_name, "dc2")
-    as_user = {"TOPO_URL": broker.url, "TOPO_USER": user_name, "TOPO_PASSWORD": "mgmt-Pw-123", "NO_COLOR": "1"}
+    as_user = broker_env(broker, TOPO_USER=user_name, TOPO_PASSWORD="mgmt-Pw-123")
     other = f"{vhost_name}-2"
     api.put({}, "vhosts", other)
     api.put({"configure": ".*", "write": ".*", "read": ".*"}, "permissions", other, user_name)

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from broker_api import Api
-from cli_runner import run_topo
+from cli_runner import broker_env, run_topo
 
 pytestmark = pytest.mark.broker
 
@@ -104,8 +104,7 @@ def test_topic_permissions_confine_an_mqtt_client(topo, api: Api, broker: Any, v
         assert json.loads(plan.stdout)["unmanaged"] == []
 
         # Nor exported: the session queue and its binding to amq.topic are the plugin's.
-        env = {"TOPO_URL": broker.url, "TOPO_USER": broker.user, "TOPO_PASSWORD": broker.password}
-        exported = run_topo("export", "--vhost", vhost_name, "--keep-hashes", env=env)
+        exported = run_topo("export", "--vhost", vhost_name, "--keep-hashes", env=broker_env(broker))
         assert exported.code == 0, exported.output
         assert "mqtt-subscription" not in exported.stdout
         assert "readings: {}" in exported.stdout

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from broker_api import Api
-from cli_runner import run_topo
+from cli_runner import broker_env, run_topo
 
 pytestmark = pytest.mark.broker
 
@@ -90,7 +90,7 @@ def test_an_export_says_which_listings_the_user_may_not_read(topo, api: Api, bro
     api.put({"password": "viewer-Pw-1", "tags": "management"}, "users", user)
     try:
         api.put({"configure": ".*", "write": ".*", "read": ".*"}, "permissions", vhost_name, user)
-        as_user = {"TOPO_URL": broker.url, "TOPO_USER": user, "TOPO_PASSWORD": "viewer-Pw-1"}
+        as_user = broker_env(broker, TOPO_USER=user, TOPO_PASSWORD="viewer-Pw-1")
         result = run_topo("export", "--vhost", vhost_name, env=as_user)
         assert result.code == 0, result.output
         assert "inbox: {}" in result.stdout
@@ -134,8 +134,7 @@ def test_the_federation_plugins_own_objects_are_never_listed_pruned_or_exported(
         plan = topo("plan", "--json", "--detailed-exitcode", topology=files)
         assert plan.code == 0, plan.output
         assert json.loads(plan.stdout)["unmanaged"] == []
-        env = {"TOPO_URL": broker.url, "TOPO_USER": broker.user, "TOPO_PASSWORD": broker.password}
-        exported = run_topo("export", "--vhost", upstream, "--no-users", env=env)
+        exported = run_topo("export", "--vhost", upstream, "--no-users", env=broker_env(broker))
         assert exported.code == 0, exported.output
         assert "federation: " not in exported.stdout
     finally:

@@ -21,11 +21,11 @@ from topo.connection import Connection, resolve_connection
 from topo.definitions import read_definitions
 from topo.engine import apply_and_verify, build_plan, manages_access, scope
 from topo.errors import TopoError
-from topo.export import ExportResult, build_export, keep_users_with_access
+from topo.export import ExportResult, build_export
 from topo.load import Loaded, guess_vhosts, load_topology
 from topo.model import json_schema
 from topo.plan import Plan, Step
-from topo.read import read_actual, read_for_export
+from topo.read import keep_users_with_access, read_actual, read_for_export
 from topo.redact import redact_url, scrub
 from topo.render import render_json, render_text
 from topo.state import Actual

@@ -58,7 +58,7 @@ from topo.normalize import (
 )
 from topo.passwords import ALGORITHMS, DEFAULT_ALGORITHM, Password, hash_problem
 from topo.read import add_definitions
-from topo.state import Actual, Key, Kind, Obj, canonical
+from topo.state import ACCESS_KINDS, Actual, Key, Kind, Obj, canonical
 
 SECTIONS = (
     "users", "vhosts", "permissions", "topic_permissions", "parameters", "global_parameters", "policies",
@@ -292,7 +292,7 @@ def _read(reader: _Reader) -> FromDefinitions:
     vhosts = set(declared_vhosts) | {item["vhost"] for section in TOPOLOGY_SECTIONS for item in definitions[section]}
     users = _users(reader, actual)
     _access(reader, actual, known, users if "users" in data else None)
-    vhosts |= {key.vhost for key in actual.objects if key.kind in (Kind.PERMISSION, Kind.TOPIC_PERMISSION)}
+    vhosts |= {key.vhost for key in actual.objects if key.kind in ACCESS_KINDS}
     for name in vhosts - declared_vhosts:
         actual.objects[Key(Kind.VHOST, name, name)] = vhost_from_broker({"name": name})
     actual.vhosts = vhosts

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from topo.redact import mask_uris
-from topo.state import IDENTITY_KINDS, IMMUTABLE_KINDS, Actual, Desired, Key, Kind, Obj, same_value
+from topo.state import ACCESS_KINDS, IDENTITY_KINDS, IMMUTABLE_KINDS, Actual, Desired, Key, Kind, Obj, same_value
 
 
 class Action(StrEnum):
@@ -118,9 +118,6 @@ def diff(desired: Desired, actual: Actual) -> DiffResult:
     _recreate_dropped_bindings(result, actual)
     result.unmanaged.sort(key=lambda obj: obj.key)
     return result
-
-
-ACCESS_KINDS = frozenset({Kind.PERMISSION, Kind.TOPIC_PERMISSION})
 
 
 def _manages(desired: Desired, actual: Actual, key: Key, have: Obj) -> bool:

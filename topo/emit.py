@@ -139,12 +139,18 @@ def _inline(value: Any) -> str | None:
     return scalar(value)
 
 
+def _uncommented(value: Any, depth: int, out: list[str]) -> Any:
+    """The value itself; its comment, if any, is written first (above its key or list item)."""
+    if isinstance(value, Commented):
+        out.extend(_comment_lines(value.comment, depth))
+        return value.value
+    return value
+
+
 def _mapping(data: dict[Any, Any], depth: int, out: list[str]) -> None:
     pad = INDENT * depth
     for key, value in data.items():
-        if isinstance(value, Commented):
-            out.extend(_comment_lines(value.comment, depth))
-            value = value.value
+        value = _uncommented(value, depth, out)
         inline = _inline(value)
         if inline is not None:
             out.append(f"{pad}{scalar(key)}: {inline}")
@@ -156,9 +162,7 @@ def _mapping(data: dict[Any, Any], depth: int, out: list[str]) -> None:
 def _sequence(data: list[Any], depth: int, out: list[str]) -> None:
     pad = INDENT * depth
     for item in data:
-        if isinstance(item, Commented):
-            out.extend(_comment_lines(item.comment, depth))
-            item = item.value
+        item = _uncommented(item, depth, out)
         inline = _inline(item)
         if inline is not None:
             out.append(f"{pad}- {inline}")

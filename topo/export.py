@@ -24,7 +24,7 @@ from topo.load import load_topology
 from topo.normalize import PARAMETER_SECTIONS
 from topo.passwords import DEFAULT_ALGORITHM
 from topo.redact import split_uri
-from topo.state import Actual, Kind, Obj, canonical, same_value
+from topo.state import ACCESS_KINDS, Actual, Kind, Obj, canonical, same_value
 
 
 @dataclass(slots=True)
@@ -282,22 +282,7 @@ def build_export(
     return ExportResult(text, exported.variables, notes)
 
 
-ACCESS = frozenset({Kind.PERMISSION, Kind.TOPIC_PERMISSION})
 _VHOST_DEFAULTS = {"description": "", "tags": [], "tracing": False, "default_queue_type": None}
-
-
-def keep_users_with_access(actual: Actual, vhosts: list[str]) -> None:
-    """Leaves only the users with permissions or topic permissions in `vhosts` (and their limits)."""
-    wanted = set(vhosts)
-    users = {
-        obj.key.name if obj.kind is Kind.PERMISSION else obj.attrs["user"]
-        for obj in actual.objects.values()
-        if obj.kind in ACCESS and obj.key.vhost in wanted
-    }
-    for key, obj in list(actual.objects.items()):
-        name = key.name if key.kind is Kind.USER else obj.attrs.get("user") if key.kind is Kind.USER_LIMIT else None
-        if name is not None and name not in users:
-            del actual.objects[key]
 
 
 def _round_trip_differences(
@@ -318,7 +303,7 @@ def _round_trip_differences(
     for key, have in actual.objects.items():
         if key.kind in (Kind.USER, Kind.USER_LIMIT):
             exported = users
-        elif key.kind in ACCESS:
+        elif key.kind in ACCESS_KINDS:
             exported = users and key.vhost in vhosts
         else:
             exported = key.vhost in vhosts

@@ -31,7 +31,7 @@ from topo.normalize import (
     vhost_from_broker,
 )
 from topo.redact import register_url_secret
-from topo.state import Actual, Kind, Obj
+from topo.state import ACCESS_KINDS, Actual, Kind, Obj
 
 
 def read_overview(client: ManagementClient) -> dict[str, Any]:
@@ -60,20 +60,7 @@ def read_actual(client: ManagementClient, vhosts: Iterable[str], access_control:
     )
     actual = Actual(me=client.connection.user, my_tags=set(tags_of(whoami.get("tags"))))
     if access is not None:
-        users, permissions, topic_permissions = access
-        for item in users:
-            _add(actual, user_from_broker(item))
-            for name, value in set_limits(item.get("limits")):
-                _add(actual, user_limit_obj(item["name"], name, value))
-        for item in permissions:
-            if item.get("vhost") in keep:
-                _add(
-                    actual, permission_obj(item["vhost"], item["user"], item["configure"], item["write"], item["read"])
-                )
-        for item in topic_permissions:
-            if item.get("vhost") in keep:
-                obj = topic_permission_obj(item["vhost"], item["user"], item["exchange"], item["write"], item["read"])
-                _add(actual, obj)
+        _add_access(actual, *access, keep=keep)
     for item in vhost_list:
         actual.vhosts.add(item["name"])
         if item["name"] in keep:
@@ -140,7 +127,10 @@ def read_for_export(
         )
     add_definitions(actual, definitions, default_vhost=single, keep=set(selected))
     if with_users:
-        _add_access_from_definitions(actual, definitions, set(selected), all_users=only is None)
+        section = ("users", "permissions", "topic_permissions")
+        _add_access(actual, *(definitions.get(name) or [] for name in section), keep=set(selected))
+        if only is not None:
+            keep_users_with_access(actual, selected)
     return actual, selected, with_users, notes
 
 
@@ -154,24 +144,36 @@ def _access_if_allowed(client: ManagementClient) -> list[Any] | None:
         return None
 
 
-def _add_access_from_definitions(actual: Actual, definitions: dict[str, Any], keep: set[str], all_users: bool) -> None:
-    """Users, their limits and their access to `keep`: every user, or only those with access there."""
-    users = set()
-    for item in definitions.get("permissions") or []:
-        if item["vhost"] in keep:
+def _add_access(
+    actual: Actual, users: list[Any], permissions: list[Any], topic_permissions: list[Any], keep: set[str]
+) -> None:
+    """Users with their limits, and their permissions and topic permissions in the `keep` vhosts."""
+    for item in users:
+        _add(actual, user_from_broker(item))
+        for name, value in set_limits(item.get("limits")):
+            _add(actual, user_limit_obj(item["name"], name, value))
+    for item in permissions:
+        if item.get("vhost") in keep:
             _add(actual, permission_obj(item["vhost"], item["user"], item["configure"], item["write"], item["read"]))
-            users.add(item["user"])
-    for item in definitions.get("topic_permissions") or []:
-        if item["vhost"] in keep:
+    for item in topic_permissions:
+        if item.get("vhost") in keep:
             _add(
                 actual, topic_permission_obj(item["vhost"], item["user"], item["exchange"], item["write"], item["read"])
             )
-            users.add(item["user"])
-    for item in definitions.get("users") or []:
-        if all_users or item["name"] in users:
-            _add(actual, user_from_broker(item))
-            for name, value in set_limits(item.get("limits")):
-                _add(actual, user_limit_obj(item["name"], name, value))
+
+
+def keep_users_with_access(actual: Actual, vhosts: list[str]) -> None:
+    """Leaves only the users with permissions or topic permissions in `vhosts` (and their limits)."""
+    wanted = set(vhosts)
+    users = {
+        obj.key.name if obj.kind is Kind.PERMISSION else obj.attrs["user"]
+        for obj in actual.objects.values()
+        if obj.kind in ACCESS_KINDS and obj.key.vhost in wanted
+    }
+    for key, obj in list(actual.objects.items()):
+        name = key.name if key.kind is Kind.USER else obj.attrs.get("user") if key.kind is Kind.USER_LIMIT else None
+        if name is not None and name not in users:
+            del actual.objects[key]
 
 
 def _concurrently(*calls: Callable[[], Any]) -> list[Any]:

@@ -32,6 +32,8 @@ class Kind(StrEnum):
 
 # Properties RabbitMQ cannot change on a live object: a difference means delete and re-create.
 IMMUTABLE_KINDS = frozenset({Kind.EXCHANGE, Kind.QUEUE})
+# Access entries: managed per vhost only where the files have the section (see diff._manages).
+ACCESS_KINDS = frozenset({Kind.PERMISSION, Kind.TOPIC_PERMISSION})
 # Kinds identified by all their fields: they are only ever created or deleted.
 IDENTITY_KINDS = frozenset({Kind.BINDING})
 
