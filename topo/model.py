@@ -428,17 +428,17 @@ class VhostSpec(Spec):
     bindings: list[BindingSpec] = Field(default_factory=list)
     policies: dict[str, PolicySpec] = Field(default_factory=dict)
     operator_policies: dict[str, PolicySpec] = Field(default_factory=dict)
+    shovels: dict[str, ShovelSpec] = Field(default_factory=dict, description="Dynamic shovels (rabbitmq_shovel).")
+    federation_upstreams: dict[str, FederationUpstreamSpec] = Field(
+        default_factory=dict, description="Federation upstreams (rabbitmq_federation)."
+    )
+    federation_upstream_sets: dict[str, FederationUpstreamSetSpec] = Field(default_factory=dict)
     permissions: dict[str, PermissionSpec] | None = Field(
         None, description="By user. Present (even {}) = topo manages this vhost's permissions."
     )
     topic_permissions: dict[str, dict[str, TopicPermissionSpec]] | None = Field(
         None, description="By user, then exchange. Present (even {}) = managed."
     )
-    shovels: dict[str, ShovelSpec] = Field(default_factory=dict, description="Dynamic shovels (rabbitmq_shovel).")
-    federation_upstreams: dict[str, FederationUpstreamSpec] = Field(
-        default_factory=dict, description="Federation upstreams (rabbitmq_federation)."
-    )
-    federation_upstream_sets: dict[str, FederationUpstreamSetSpec] = Field(default_factory=dict)
 
     @classmethod
     def describe(cls) -> str:
