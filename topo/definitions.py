@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from topo.errors import Problem, ValidationFailed
-from topo.kinds import definition
+from topo.kinds import definition, registry
 from topo.kinds.binding import from_broker as binding_from_broker
 from topo.kinds.exchange import from_broker as exchange_from_broker
 from topo.kinds.parameter import PARAMETER_SECTIONS, parameter_obj
@@ -37,7 +37,7 @@ from topo.kinds.user_limit import user_limit_obj
 from topo.kinds.vhost import from_broker as vhost_from_broker
 from topo.normalize import PLUGIN_PREFIX, TRANSIENT_QUEUE_PREFIXES, is_builtin_exchange, set_limits
 from topo.passwords import ALGORITHMS, DEFAULT_ALGORITHM, Password, hash_problem
-from topo.read import add_definitions
+from topo.read import add_definitions, broker_wide_kinds
 from topo.state import OFFLINE, Actual, Key, Kind, Obj, canonical
 
 SECTIONS = (
@@ -277,9 +277,15 @@ def _read(reader: _Reader) -> FromDefinitions:
         actual.objects[Key(Kind.VHOST, name, name)] = vhost_from_broker({"name": name})
     actual.vhosts = vhosts
     add_definitions(actual, definitions, default_vhost=DEFAULT_VHOST, keep=vhosts)
-    names = sorted(str(p.get("name")) for _, p in reader.items("global_parameters"))
-    if names:
-        reader.notes.append(f"left out global parameters (topo does not manage them): {', '.join(names)}")
+    for kind in map(definition, broker_wide_kinds()):
+        for obj in kind.from_definitions(lambda section: (("", item) for _, item in reader.items(section))):
+            actual.objects[obj.key] = obj
+    read_by_kinds = {section for kind in registry() for section in kind.reads}
+    for section in SECTIONS:
+        names = sorted(str(item.get("name")) for _, item in reader.items(section))
+        if section not in read_by_kinds and section != "vhosts" and names:
+            what = section.replace("_", " ")
+            reader.notes.append(f"left out {what} (topo does not manage them): {', '.join(names)}")
     has_users = "users" in data or "permissions" in data or "topic_permissions" in data
     return FromDefinitions(actual, sorted(vhosts), has_users, reader.notes)
 

@@ -11,14 +11,31 @@ from topo.diff import Action, Change, diff
 from topo.errors import NotConverged, Problem, TopoError, ValidationFailed
 from topo.kinds import definition
 from topo.plan import Held, Plan
-from topo.read import message_counts, read_actual
+from topo.read import broker_wide_kinds, message_counts, read_actual
 from topo.render import display_name
 from topo.state import Actual, Desired, Key, Kind, Location
 
 
 def manages_access(desired: Desired) -> bool:
+    """The files declare users or access entries (or other broker-wide objects): reading them needs
+    listings beyond the vhosts' own."""
+    return _users_or_access(desired) or bool(broker_wide(desired))
+
+
+def broker_wide(desired: Desired) -> list[Kind]:
+    """The broker-wide kinds (global parameters) the files declare: only those are read and managed."""
+    declared = {key.kind for key in (*desired.objects, *desired.absent)}
+    return [kind for kind in broker_wide_kinds() if kind in declared]
+
+
+def _users_or_access(desired: Desired) -> bool:
     users = any(key.kind in (Kind.USER, Kind.USER_LIMIT) for key in (*desired.objects, *desired.absent))
     return users or bool(desired.access)
+
+
+def read_desired_scope(client: ManagementClient, desired: Desired) -> Actual:
+    """What the broker has of everything the files manage."""
+    return read_actual(client, scope(desired), _users_or_access(desired), broker_wide(desired))
 
 
 def scope(desired: Desired) -> list[str]:
@@ -81,7 +98,7 @@ def adapt_to_broker(desired: Desired, actual: Actual) -> tuple[Desired, list[str
 def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None = None) -> Plan:
     """The plan; `actual` may be a read of exactly this scope made in advance (see cli)."""
     if actual is None:
-        actual = read_actual(client, scope(desired), manages_access(desired))
+        actual = read_desired_scope(client, desired)
     check_against_broker(desired, actual)
     adapted, adapt_warnings = adapt_to_broker(desired, actual)
     result = diff(adapted, actual)
@@ -131,7 +148,7 @@ def apply_and_verify(
 
 def verify(client: ManagementClient, desired: Desired) -> None:
     """Reads the broker again: anything still different was silently ignored or changed meanwhile."""
-    actual = read_actual(client, scope(desired), manages_access(desired))
+    actual = read_desired_scope(client, desired)
     remaining = diff(adapt_to_broker(desired, actual)[0], actual).changes
     if remaining:
         lines = "\n".join(

@@ -48,6 +48,7 @@ class Variables:
 class Exported:
     document: dict[str, Any]
     variables: Variables
+    notes: list[str] = field(default_factory=list)  # what the kinds left out on purpose
 
 
 def export_document(actual: Actual, vhosts: list[str], users: bool, keep_hashes: bool) -> Exported:
@@ -60,20 +61,27 @@ def export_document(actual: Actual, vhosts: list[str], users: bool, keep_hashes:
     for key, obj in sorted(actual.objects.items()):
         by_scope[key.vhost][key.kind].append(obj)
     variables = Variables()
+    notes: list[str] = []
     document: dict[str, Any] = {"version": 1}
-    top = _sections(by_scope[""], Scope.GLOBAL, "", users, keep_hashes, variables)
+    top = _sections(by_scope[""], Scope.GLOBAL, "", users, keep_hashes, variables, notes)
     document.update(_in_model_order(top, Topology))
     document["vhosts"] = {
         name: _in_model_order(
-            _sections(by_scope[name], Scope.VHOST, name, users, keep_hashes, variables), VhostSpec
+            _sections(by_scope[name], Scope.VHOST, name, users, keep_hashes, variables, notes), VhostSpec
         )
         for name in sorted(vhosts)
     }
-    return Exported(document, variables)
+    return Exported(document, variables, notes)
 
 
 def _sections(
-    objects: dict[Kind, list[Obj]], scope: Scope, vhost: str, users: bool, keep_hashes: bool, variables: Variables
+    objects: dict[Kind, list[Obj]],
+    scope: Scope,
+    vhost: str,
+    users: bool,
+    keep_hashes: bool,
+    variables: Variables,
+    notes: list[str],
 ) -> dict[str, Any]:
     vhost_objects = objects.get(Kind.VHOST, [])
     context = ExportContext(
@@ -83,6 +91,7 @@ def _sections(
         keep_hashes=keep_hashes,
         vhost_attrs=vhost_objects[0].attrs if vhost_objects else {},
         objects=objects,
+        notes=notes,
     )
     out: dict[str, Any] = {}
     for kind in registry():
@@ -121,7 +130,7 @@ def build_export(
     if differences:
         shown = "\n".join(f"  {line}" for line in differences[:20])
         raise TopoError(f"the export would not reproduce the source exactly (a bug in topo):\n{shown}")
-    return ExportResult(text, exported.variables, notes)
+    return ExportResult(text, exported.variables, [*notes, *exported.notes])
 
 
 def _round_trip_differences(

@@ -48,27 +48,36 @@ class Reading:
     access: bool = False  # users and access entries are in `actual`
 
 
-def read_broker(client: ManagementClient, vhosts: Iterable[str] | None, access: Access = Access.NONE) -> Reading:
+def read_broker(
+    client: ManagementClient,
+    vhosts: Iterable[str] | None,
+    access: Access = Access.NONE,
+    broker_wide: Iterable[Kind] = (),
+) -> Reading:
     """Everything topo compares, for the given vhosts (None: every vhost) that exist: the one reader.
 
     Sent at once: the overview (version, exchange types), the vhost list (metadata that definitions
     lack), the connected user's identity, the definitions (of one vhost when only one is wanted, else of
     the broker; they also carry operator policies and limits, as parameters) and, if asked for, the user
     and permission listings. Definitions are for administrators: anyone else gets them assembled from the
-    per-object listings it may read, and the result names the listings it was refused.
+    per-object listings it may read, and the result names the listings it was refused. `broker_wide`:
+    the kinds outside vhosts to read too (global parameters), each from its own listing, under the same
+    access policy.
     """
+    wide = [definition(kind) for kind in dict.fromkeys(broker_wide)]
     wanted = None if vhosts is None else list(dict.fromkeys(vhosts))
     single = wanted[0] if wanted is not None and len(wanted) == 1 else None
     path, what = ("/api/definitions", "read definitions")
     if single is not None:
         path, what = api_path("definitions", single), f"read definitions of vhost {single!r}"
-    info, vhost_list, whoami, response, listed = _concurrently(
+    info, vhost_list, whoami, response, listed, wide_listings = _concurrently(
         lambda: read_overview(client),
         lambda: client.get("/api/vhosts", what="list vhosts", params={"disable_stats": "true"}),
         lambda: client.get("/api/whoami", what="read the connected user's tags"),
         # A vhost that does not exist yet answers 400 vhost_not_found (or 404): nothing to read then.
         lambda: client.request("GET", path, what=what, ok=(400, 401, 404)) if wanted != [] else None,
         lambda: _access(client, access),
+        lambda: [_broker_wide(client, kind, access) for kind in wide],
     )
     identity = Identity(client.connection.user, frozenset(tags_of(whoami.get("tags"))))
     actual = Actual(identity, vhosts={item["name"] for item in vhost_list})
@@ -88,6 +97,12 @@ def read_broker(client: ManagementClient, vhosts: Iterable[str] | None, access: 
     else:
         definitions = response.json() if response is not None else {}
     add_definitions(actual, definitions, default_vhost=single, keep=keep)
+    for kind, items in zip(wide, wide_listings, strict=True):
+        if items is None:
+            refused.append(f"{kind.section.replace('_', ' ')} (they need the {kind.required_tag} tag)")
+            continue
+        for obj in kind.from_definitions(lambda section, items=items: (("", item) for item in items)):
+            actual.objects[obj.key] = obj
     if listed is not None:
         _add_access(actual, *listed, keep=keep)
     actual.version = str(info.get("rabbitmq_version", ""))
@@ -95,9 +110,18 @@ def read_broker(client: ManagementClient, vhosts: Iterable[str] | None, access: 
     return Reading(actual, tuple(refused), access=listed is not None)
 
 
-def read_actual(client: ManagementClient, vhosts: Iterable[str], access_control: bool = False) -> Actual:
-    """The state `topo plan` compares: the given vhosts, and users and access if the files manage them."""
-    return read_broker(client, list(vhosts), Access.REQUIRED if access_control else Access.NONE).actual
+def read_actual(
+    client: ManagementClient, vhosts: Iterable[str], access_control: bool = False, broker_wide: Iterable[Kind] = ()
+) -> Actual:
+    """The state `topo plan` compares: the given vhosts, users and access if the files manage them, and
+    the `broker_wide` kinds the files declare."""
+    access = Access.REQUIRED if access_control else Access.NONE
+    return read_broker(client, list(vhosts), access, broker_wide).actual
+
+
+def broker_wide_kinds() -> list[Kind]:
+    """Kinds outside vhosts (other than users) read from their own listing: global parameters."""
+    return [kind.kind for kind in registry() if kind.scope is Scope.GLOBAL and kind.listing is not None]
 
 
 def read_for_export(
@@ -108,7 +132,9 @@ def read_for_export(
     Returns the state, the vhosts exported, whether users and permissions are in it, and notes for the
     user: what a non-administrator was refused is named, never silently missing.
     """
-    reading = read_broker(client, only, Access.OPTIONAL if with_users else Access.NONE)
+    # Broker-wide settings belong to no vhost: an export of chosen vhosts leaves them out.
+    wide = broker_wide_kinds() if only is None else []
+    reading = read_broker(client, only, Access.OPTIONAL if with_users else Access.NONE, wide)
     actual = reading.actual
     names = sorted(actual.vhosts)
     missing = [name for name in only or [] if name not in actual.vhosts]
@@ -146,8 +172,11 @@ def _add_access(
 
 
 def keep_users_with_access(actual: Actual, vhosts: list[str]) -> None:
-    """Leaves only the users with permissions or topic permissions in `vhosts` (and their limits)."""
+    """Narrows `actual` to `vhosts`: leaves only the users with permissions or topic permissions there
+    (and their limits), and no broker-wide settings (they belong to no vhost)."""
     wanted = set(vhosts)
+    for key in [key for key in actual.objects if key.kind in broker_wide_kinds()]:
+        del actual.objects[key]
     users = {
         obj.key.name if obj.kind is Kind.PERMISSION else obj.attrs["user"]
         for obj in actual.objects.values()
@@ -183,6 +212,23 @@ def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
         if error is not None:
             raise error
     return results
+
+
+def _broker_wide(client: ManagementClient, kind: KindDef, access: Access) -> list[Any] | None:
+    """A broker-wide kind's own listing; None when an export (OPTIONAL) may not read it."""
+    assert kind.listing is not None, f"{kind.kind}: read broker-wide, but has no listing"
+    what = f"list {kind.section.replace('_', ' ')}"
+    response = client.request("GET", kind.listing, what=what, ok=(401,))
+    if response.status_code != 401:
+        return list(response.json())
+    if access is Access.OPTIONAL:
+        return None
+    raise BrokerError(
+        what,
+        401,
+        f"the files declare {kind.section.replace('_', ' ')}, which only a user tagged {kind.required_tag} may "
+        f"manage ({client.connection.user!r} is not)",
+    )
 
 
 def _access(client: ManagementClient, access: Access) -> list[Any] | None:
@@ -287,8 +333,8 @@ def add_definitions(
             yield "", item
 
     for kind in registry():
-        if kind.kind is Kind.VHOST or (not access and _access_kind(kind)):
-            continue
+        if kind.kind is Kind.VHOST or (not access and _access_kind(kind)) or kind.kind in broker_wide_kinds():
+            continue  # broker-wide kinds come from their own listings (read_broker), or a file's sections
         for obj in kind.from_definitions(global_items if kind.scope is Scope.GLOBAL else items):
             actual.objects[obj.key] = obj
 

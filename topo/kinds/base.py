@@ -87,6 +87,8 @@ class ExportContext:
     vhost_attrs: dict[str, Any] = field(default_factory=dict)
     # Every object of the same scope by kind (users are written with their limits).
     objects: dict[Kind, list[Obj]] = field(default_factory=dict)
+    # What the export leaves out on purpose, for the person running it (shown on stderr).
+    notes: list[str] = field(default_factory=list)
 
 
 class KindDef:
@@ -108,6 +110,11 @@ class KindDef:
     required_tag: ClassVar[str | None] = None
     # Section of a definitions import that can create it in bulk (None: one request each).
     bulk_section: ClassVar[str | None] = None
+    # Sections of a definitions export that from_definitions reads (a section no kind reads is left out
+    # of a definitions file's export, and named).
+    reads: ClassVar[tuple[str, ...]] = ()
+    # Broker-wide kinds: the listing that has them (per-vhost definitions do not), in the shape of `reads`.
+    listing: ClassVar[str | None] = None
 
     # ---- naming ----------------------------------------------------------------------------------------
 

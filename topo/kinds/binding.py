@@ -51,6 +51,7 @@ def from_broker(vhost: str, item: dict[str, Any]) -> Obj | None:
 
 class BindingDef(KindDef):
     kind = Kind.BINDING
+    reads = ("queues", "bindings")
     section = "bindings"
     identity = True
     depends_on = (Kind.EXCHANGE, Kind.QUEUE)

@@ -57,6 +57,7 @@ def name_problem(what: str, name: str) -> str | None:
 
 class ExchangeDef(KindDef):
     kind = Kind.EXCHANGE
+    reads = ("exchanges",)
     section = "exchanges"
     immutable = True
     # Policies apply to exchanges: written first, so a new exchange never runs without its policy.

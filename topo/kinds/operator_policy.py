@@ -12,6 +12,7 @@ from topo.state import Obj
 
 class OperatorPolicyDef(PolicyDef):
     kind = Kind.OPERATOR_POLICY
+    reads = ("parameters",)
     section = "operator_policies"
     required_tag = "administrator"
     endpoint = "operator-policies"

@@ -42,6 +42,7 @@ def from_spec(vhost: str, component: str, name: str, spec: Any) -> Obj:
 
 class ParameterDef(KindDef):
     kind = Kind.PARAMETER
+    reads = ("parameters",)
     # Shovels and federation links name queues and exchanges: started after, stopped before them.
     depends_on = (Kind.VHOST, Kind.EXCHANGE, Kind.QUEUE)
     required_tag = "policymaker"

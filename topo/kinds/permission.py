@@ -19,6 +19,7 @@ def permission_obj(vhost: str, user: str, configure: str, write: str, read: str)
 
 class PermissionDef(KindDef):
     kind = Kind.PERMISSION
+    reads = ("permissions",)
     section = "permissions"
     access = True
     depends_on = (Kind.VHOST, Kind.USER)

@@ -59,6 +59,7 @@ def policy_spec(obj: Obj) -> dict[str, Any]:
 
 class PolicyDef(KindDef):
     kind = Kind.POLICY
+    reads = ("policies",)
     section = "policies"
     depends_on = (Kind.VHOST,)
     required_tag = "policymaker"

@@ -62,6 +62,7 @@ def from_broker(vhost: str, item: dict[str, Any]) -> Obj | None:
 
 class QueueDef(KindDef):
     kind = Kind.QUEUE
+    reads = ("queues",)
     section = "queues"
     immutable = True
     holds_messages = True

@@ -22,6 +22,7 @@ def topic_permission_obj(vhost: str, user: str, exchange: str, write: str, read:
 
 class TopicPermissionDef(KindDef):
     kind = Kind.TOPIC_PERMISSION
+    reads = ("topic_permissions",)
     section = "topic_permissions"
     access = True
     depends_on = (Kind.VHOST, Kind.USER)

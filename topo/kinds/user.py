@@ -34,6 +34,7 @@ def from_broker(item: dict[str, Any]) -> Obj:
 
 class UserDef(KindDef):
     kind = Kind.USER
+    reads = ("users",)
     scope = Scope.GLOBAL
     section = "users"
     required_tag = "administrator"

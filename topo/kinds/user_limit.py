@@ -21,6 +21,7 @@ def user_limit_obj(user: str, name: str, value: int) -> Obj:
 
 class UserLimitDef(KindDef):
     kind = Kind.USER_LIMIT
+    reads = ("users",)
     scope = Scope.GLOBAL
     depends_on = (Kind.USER,)
     required_tag = "administrator"

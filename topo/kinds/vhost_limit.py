@@ -32,6 +32,7 @@ def limit_obj(vhost: str, name: str, value: int) -> Obj:
 
 class VhostLimitDef(KindDef):
     kind = Kind.VHOST_LIMIT
+    reads = ("parameters",)
     section = "limits"
     depends_on = (Kind.VHOST,)
     required_tag = "administrator"
