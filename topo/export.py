@@ -155,7 +155,7 @@ def _round_trip_differences(
             exported = True
         else:
             exported = key.vhost in vhosts
-        if not exported:
+        if not exported or not kind.exported(have):
             continue
         want = desired.objects.get(key)
         if want is None:

@@ -184,6 +184,10 @@ class KindDef:
 
     # ---- export ---------------------------------------------------------------------------------------------
 
+    def exported(self, obj: Obj) -> bool:
+        """Whether an export writes `obj` (False: left out on purpose; `export` says so in a note)."""
+        return True
+
     def export(self, objects: list[Obj], context: ExportContext) -> dict[str, Any]:
         """Sections of the topology document for `objects` (sorted by key), merged into the vhost or the top."""
         return {}
