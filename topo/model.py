@@ -525,6 +525,22 @@ class UserSpec(Managed):
         return self
 
 
+class GlobalParameterSpec(Managed):
+    """A broker-wide runtime parameter, e.g. cluster_name or mqtt_port_to_vhost_mapping."""
+
+    value: JsonValue = Field(None, description="The parameter's value, as the broker stores it (any JSON value).")
+
+    @classmethod
+    def describe(cls) -> str:
+        return "a global parameter"
+
+    @model_validator(mode="after")
+    def _complete(self) -> GlobalParameterSpec:
+        if not self.absent and "value" not in self.model_fields_set:
+            raise ValueError("a global parameter needs value")
+        return self
+
+
 class BrokerSpec(Spec):
     """How to reach the management API. Command-line options and TOPO_* variables take precedence."""
 
@@ -557,6 +573,11 @@ class Topology(Spec):
     prune: bool = Field(False, description="Delete undeclared objects in every managed vhost.")
     vhosts: dict[str, VhostSpec] = Field(default_factory=dict)
     users: dict[str, UserSpec] = Field(default_factory=dict)
+    global_parameters: dict[str, GlobalParameterSpec] = Field(
+        default_factory=dict,
+        description="Broker-wide runtime parameters (cluster_name, mqtt_port_to_vhost_mapping...). Only those "
+        "declared are managed; internal_cluster_id is the broker's own.",
+    )
 
     @classmethod
     def describe(cls) -> str:

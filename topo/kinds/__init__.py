@@ -30,6 +30,7 @@ class Kind(StrEnum):
     TOPIC_PERMISSION = "topic_permission"
     USER = "user"
     USER_LIMIT = "user_limit"
+    GLOBAL_PARAMETER = "global_parameter"  # a broker-wide runtime parameter: cluster_name, MQTT mappings...
 
 
 @cache
