@@ -19,16 +19,18 @@ from topo import __version__
 from topo.client import ManagementClient
 from topo.connection import Connection, resolve_connection
 from topo.definitions import read_definitions
+from topo.diff import Action
 from topo.engine import apply_and_verify, build_plan, manages_access, scope
 from topo.errors import TopoError
 from topo.export import ExportResult, build_export
 from topo.load import Loaded, guess_vhosts, load_topology
+from topo.lock import ApplyLock, lock_scope
 from topo.model import json_schema
 from topo.plan import Plan, Step
 from topo.read import keep_users_with_access, read_actual, read_for_export
 from topo.redact import redact_url, scrub
 from topo.render import render_json, render_text
-from topo.state import Actual
+from topo.state import Actual, Kind
 
 app = typer.Typer(
     name="topo",
@@ -54,6 +56,15 @@ ClientKey = Annotated[str | None, typer.Option("--client-key", help="Client cert
 Insecure = Annotated[bool, typer.Option("--insecure", help="Do not verify the broker's TLS certificate.")]
 Timeout = Annotated[
     float | None, typer.Option(min=0.1, max=3600, help="Seconds to wait for each request. Default: 30.")
+]
+LockTimeout = Annotated[
+    float,
+    typer.Option(
+        "--lock-timeout",
+        min=0,
+        max=86400,
+        help="Seconds to wait for another apply's lock on the broker. Default: 0 (fail at once).",
+    ),
 ]
 NoColor = Annotated[bool, typer.Option("--no-color", help="No colour (also: NO_COLOR set, or not a terminal).")]
 
@@ -108,13 +119,21 @@ class ConnectionOptions:
     timeout: float | None
 
 
-def _load_and_plan(files: list[str] | None, options: ConnectionOptions) -> tuple[Loaded, ManagementClient, Plan]:
-    early = _prefetch(files or [], options)
+def _load_and_plan(
+    files: list[str] | None,
+    options: ConnectionOptions,
+    before_read: Callable[[ManagementClient, Loaded], None] | None = None,
+) -> tuple[Loaded, ManagementClient, Plan]:
+    """Loads the files and plans; `before_read` (apply's lock) runs before the broker is read."""
+    # An apply reads the broker only once it holds the lock, so no read may start early.
+    early = None if before_read is not None else _prefetch(files or [], options)
     loaded = load_topology(files or [])
     connection = resolve_connection(env=os.environ, broker=loaded.broker, **asdict(options))
     if connection.verify is False and connection.url.startswith("https:"):
         _err(f"Warning: not verifying the TLS certificate of {connection.url} (--insecure)")
     client = ManagementClient(connection)
+    if before_read is not None:
+        before_read(client, loaded)
     actual = None
     if early is not None:
         early_connection, vhosts, reading = early
@@ -213,15 +232,25 @@ def apply(
         bool, typer.Option("--allow-data-loss", help="Allow deleting or replacing queues that hold messages.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (needs --auto-approve).")] = False,
+    lock_timeout: LockTimeout = 0.0,
     no_color: NoColor = False,
 ) -> None:
     """Show the plan, ask, then make the broker match the files and verify it does."""
+    held: list[ApplyLock] = []
+
+    def take_lock(client: ManagementClient, loaded: Loaded) -> None:
+        vhosts, broker_wide = lock_scope(client, loaded.desired)
+        lock = ApplyLock(client)
+        held.append(lock)
+        lock.acquire(vhosts, lock_timeout, broker_wide)
+        for warning in lock.warnings:
+            _err(f"Warning: {warning}")
 
     def run() -> int:
         options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
-        loaded, client, the_plan = _load_and_plan(files, options)
         if as_json and not auto_approve:
             raise TopoError("--json needs --auto-approve: there is no one to ask")
+        loaded, client, the_plan = _load_and_plan(files, options, before_read=take_lock)
         _out(render_json(the_plan) if as_json else render_text(the_plan, _colour(no_color)))
         if the_plan.empty:
             return 0
@@ -229,9 +258,9 @@ def apply(
         if not auto_approve and not _confirm():
             _err("Apply cancelled.")
             return 1
-        count = apply_and_verify(
-            client, loaded.desired, the_plan, allow_data_loss=allow_data_loss, progress=_progress_printer()
-        )
+        progress = _locking(held, _progress_printer())
+        count = apply_and_verify(client, loaded.desired, the_plan, allow_data_loss=allow_data_loss, progress=progress)
+        _check_lock_kept(held)
         summary = the_plan.summary()
         _err(
             f"Apply complete: {summary['add']} added, {summary['change']} changed, {summary['replace']} replaced, "
@@ -239,7 +268,31 @@ def apply(
         )
         return 0
 
-    _guarded(run)
+    try:
+        _guarded(run)
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _locking(held: list[ApplyLock], show: Callable[[int, int, Step], None]) -> Callable[[int, int, Step], None]:
+    """Progress that also locks each vhost the apply creates, right after it exists."""
+
+    def progress(done: int, total: int, step: Step) -> None:
+        if held and step.change.kind is Kind.VHOST and step.phase is Action.CREATE:
+            held[0].take_new(step.change.key.vhost)
+        show(done, total, step)
+
+    return progress
+
+
+def _check_lock_kept(held: list[ApplyLock]) -> None:
+    lost = [vhost for lock in held for vhost in lock.lost]
+    if lost:
+        raise TopoError(
+            f"the apply lock on vhost(s) {', '.join(map(repr, lost))} was lost during the apply (the broker was "
+            "unreachable for longer than its expiry, and another apply took it): check the broker's state"
+        )
 
 
 def _confirm() -> bool:
