@@ -205,3 +205,16 @@ def test_an_administrator_without_permissions_on_the_default_vhost_is_warned(api
         assert _lock_queue(api, vhost_name) is None
     finally:
         api.delete("users", admin)
+
+
+def test_a_user_who_may_not_declare_the_lock_queue_is_told_how_to_fix_it(api: Api, topo, vhost_name: str, tenant):
+    api.put({"configure": "^app\\.", "write": ".*", "read": ".*"}, "permissions", vhost_name, tenant)
+    env = {"TOPO_USER": tenant, "TOPO_PASSWORD": "tenant-Pw-1"}
+    topology = f"vhosts:\n  {json.dumps(vhost_name)}:\n    queues:\n      app.jobs: {{}}\n"
+    refused = topo("apply", "--auto-approve", topology=topology, env=env)
+    assert refused.code == 1 and "HTTP 401" in refused.stderr, refused.output
+    assert "configure permission on the queue name 'topo.lock'" in refused.stderr and "--no-lock" in refused.stderr
+    assert api.get("queues", vhost_name) == []
+    unlocked = topo("apply", "--auto-approve", "--no-lock", topology=topology, env=env)
+    assert unlocked.code == 0, unlocked.output
+    assert [q["name"] for q in api.get("queues", vhost_name)] == ["app.jobs"]

@@ -86,7 +86,7 @@ def apply_plan(
                 later = [
                     step for stage_after in all_stages[number + 1 :] for step in stage_after if id(step) not in imported
                 ]
-                raise ApplyFailed(_failure_report(failures, done, total, later)) from None
+                raise ApplyFailed(_failure_report(failures, done, total, later), failures, later) from None
     return total
 
 

@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -26,10 +27,12 @@ from topo.export import ExportResult, build_export
 from topo.load import Loaded, guess_vhosts, load_topology
 from topo.lock import ApplyLock, lock_scope
 from topo.model import json_schema
+from topo.outcome import Outcome, Status, render_outcome_json, render_outcome_markdown
 from topo.plan import Plan, Step
 from topo.read import keep_users_with_access, read_actual, read_for_export
 from topo.redact import redact_url, scrub
 from topo.render import render_json, render_text
+from topo.render_markdown import render_markdown
 from topo.state import Actual, Kind
 
 app = typer.Typer(
@@ -57,6 +60,26 @@ Insecure = Annotated[bool, typer.Option("--insecure", help="Do not verify the br
 Timeout = Annotated[
     float | None, typer.Option(min=0.1, max=3600, help="Seconds to wait for each request. Default: 30.")
 ]
+
+
+class OutputFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    MARKDOWN = "markdown"
+
+
+FormatOption = Annotated[
+    OutputFormat | None,
+    typer.Option("--format", help="Output: text (default), json, or markdown (for pull requests and CI summaries)."),
+]
+
+
+def _output_format(chosen: OutputFormat | None, as_json: bool) -> OutputFormat:
+    if as_json and chosen not in (None, OutputFormat.JSON):
+        raise TopoError(f"--json and --format {chosen.value} contradict each other: pick one")
+    return OutputFormat.JSON if as_json else chosen or OutputFormat.TEXT
+
+
 LockTimeout = Annotated[
     float,
     typer.Option(
@@ -65,6 +88,10 @@ LockTimeout = Annotated[
         max=86400,
         help="Seconds to wait for another apply's lock on the broker. Default: 0 (fail at once).",
     ),
+]
+NoLock = Annotated[
+    bool,
+    typer.Option("--no-lock", help="Apply without the lock (only where nothing else ever applies to the broker)."),
 ]
 NoColor = Annotated[bool, typer.Option("--no-color", help="No colour (also: NO_COLOR set, or not a terminal).")]
 
@@ -199,7 +226,8 @@ def plan(
     client_key: ClientKey = None,
     insecure: Insecure = False,
     timeout: Timeout = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
+    output_format: FormatOption = None,
     detailed_exitcode: Annotated[
         bool, typer.Option("--detailed-exitcode", help="Exit 2 when changes are pending (0 = in sync, 1 = error).")
     ] = False,
@@ -210,7 +238,13 @@ def plan(
     def run() -> int:
         options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
         _, _, the_plan = _load_and_plan(files, options)
-        _out(render_json(the_plan) if as_json else render_text(the_plan, _colour(no_color)))
+        fmt = _output_format(output_format, as_json)
+        if fmt is OutputFormat.JSON:
+            _out(render_json(the_plan))
+        elif fmt is OutputFormat.MARKDOWN:
+            _out(render_markdown(the_plan))
+        else:
+            _out(render_text(the_plan, _colour(no_color)))
         return 2 if detailed_exitcode and not the_plan.empty else 0
 
     _guarded(run)
@@ -231,14 +265,18 @@ def apply(
     allow_data_loss: Annotated[
         bool, typer.Option("--allow-data-loss", help="Allow deleting or replacing queues that hold messages.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (needs --auto-approve).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
+    output_format: FormatOption = None,
     lock_timeout: LockTimeout = 0.0,
+    no_lock: NoLock = False,
     no_color: NoColor = False,
 ) -> None:
     """Show the plan, ask, then make the broker match the files and verify it does."""
     held: list[ApplyLock] = []
 
     def take_lock(client: ManagementClient, loaded: Loaded) -> None:
+        if no_lock:
+            return
         vhosts, broker_wide = lock_scope(client, loaded.desired)
         lock = ApplyLock(client)
         held.append(lock)
@@ -247,20 +285,43 @@ def apply(
             _err(f"Warning: {warning}")
 
     def run() -> int:
+        fmt = _output_format(output_format, as_json)
+        if fmt is not OutputFormat.TEXT and not auto_approve:
+            raise TopoError(f"--format {fmt.value} needs --auto-approve: there is no one to ask")
+        outcome = Outcome()
+        try:
+            code = apply_files(fmt, outcome)
+        except TopoError as exc:
+            outcome.failed_with(exc)
+            _emit_outcome(fmt, outcome)
+            raise
+        _emit_outcome(fmt, outcome)
+        return code
+
+    def apply_files(fmt: OutputFormat, outcome: Outcome) -> int:
         options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
-        if as_json and not auto_approve:
-            raise TopoError("--json needs --auto-approve: there is no one to ask")
         loaded, client, the_plan = _load_and_plan(files, options, before_read=take_lock)
-        _out(render_json(the_plan) if as_json else render_text(the_plan, _colour(no_color)))
+        outcome.plan = the_plan
+        outcome.warnings = [warning for lock in held for warning in lock.warnings]
+        if fmt is OutputFormat.TEXT:
+            _out(render_text(the_plan, _colour(no_color)))
         if the_plan.empty:
+            outcome.status = Status.NO_CHANGES
             return 0
         the_plan.raise_if_unsafe(allow_data_loss, the_plan.me)
         if not auto_approve and not _confirm():
+            outcome.status = Status.CANCELLED
             _err("Apply cancelled.")
             return 1
-        progress = _locking(held, _progress_printer())
+        progress = _locking(held, outcome.record, _progress_printer())
         count = apply_and_verify(client, loaded.desired, the_plan, allow_data_loss=allow_data_loss, progress=progress)
-        _check_lock_kept(held)
+        outcome.succeeded()
+        for vhost in (vhost for lock in held for vhost in lock.lost):
+            outcome.warnings.append(
+                f"the apply lock on vhost {vhost!r} was lost during the apply (the broker was unreachable for longer "
+                "than its expiry, and another apply took it); the verification passed, but check the broker"
+            )
+            _err(f"Warning: {outcome.warnings[-1]}")
         summary = the_plan.summary()
         _err(
             f"Apply complete: {summary['add']} added, {summary['change']} changed, {summary['replace']} replaced, "
@@ -275,24 +336,23 @@ def apply(
             lock.release()
 
 
-def _locking(held: list[ApplyLock], show: Callable[[int, int, Step], None]) -> Callable[[int, int, Step], None]:
-    """Progress that also locks each vhost the apply creates, right after it exists."""
+def _emit_outcome(fmt: OutputFormat, outcome: Outcome) -> None:
+    if fmt is OutputFormat.JSON:
+        _out(render_outcome_json(outcome))
+    elif fmt is OutputFormat.MARKDOWN:
+        _out(render_outcome_markdown(outcome))
 
-    def progress(done: int, total: int, step: Step) -> None:
+
+def _locking(held: list[ApplyLock], *progress: Callable[[int, int, Step], None]) -> Callable[[int, int, Step], None]:
+    """Progress callbacks that also lock each vhost the apply creates, right after it exists."""
+
+    def each(done: int, total: int, step: Step) -> None:
+        for callback in progress:
+            callback(done, total, step)
         if held and step.change.kind is Kind.VHOST and step.phase is Action.CREATE:
             held[0].take_new(step.change.key.vhost)
-        show(done, total, step)
 
-    return progress
-
-
-def _check_lock_kept(held: list[ApplyLock]) -> None:
-    lost = [vhost for lock in held for vhost in lock.lost]
-    if lost:
-        raise TopoError(
-            f"the apply lock on vhost(s) {', '.join(map(repr, lost))} was lost during the apply (the broker was "
-            "unreachable for longer than its expiry, and another apply took it): check the broker's state"
-        )
+    return each
 
 
 def _confirm() -> bool:

@@ -157,5 +157,6 @@ def verify(client: ManagementClient, desired: Desired) -> None:
         )
         raise NotConverged(
             f"the broker did not converge: {len(remaining)} change(s) still pending after apply:\n{lines}\n"
-            "The broker accepted the requests but kept a different state (or something changed it meanwhile)."
+            "The broker accepted the requests but kept a different state (or something changed it meanwhile).",
+            remaining,
         )

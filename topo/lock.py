@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from topo.client import ManagementClient, api_path
+from topo.client import ManagementClient, _reason, api_path
 from topo.errors import BrokerError, TopoError
 from topo.normalize import LOCK_QUEUE
 from topo.state import Desired, Kind
@@ -117,9 +117,16 @@ class ApplyLock:
         """Declares our lock queue; False when a lock queue with other checked arguments is there."""
         body = {"durable": True, "auto_delete": False, "arguments": self._arguments()}
         what = f"take the apply lock (queue {LOCK_QUEUE!r}) in vhost {vhost!r}"
-        response = self.client.request("PUT", self._path(vhost), what=what, body=body, ok=(400,))
-        if response.status_code == 400 and "inequivalent" not in response.text:
-            raise BrokerError(what, 400, response.text[:300])
+        response = self.client.request("PUT", self._path(vhost), what=what, body=body, ok=(400, 401))
+        if response.status_code == 401 and vhost != GLOBAL_LOCK_VHOST:
+            reason = (
+                f"{_reason(response)} (the lock needs configure permission on the queue name {LOCK_QUEUE!r} in "
+                "the vhost: add it to the user's configure pattern, or pass --no-lock if nothing else ever applies "
+                "to this broker)"
+            )
+            raise BrokerError(what, 401, reason)
+        if response.status_code == 401 or (response.status_code == 400 and "inequivalent" not in response.text):
+            raise BrokerError(what, response.status_code, _reason(response))
         return response.status_code != 400
 
     def _holder(self, vhost: str) -> Holder | None:
