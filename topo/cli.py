@@ -34,6 +34,7 @@ from topo.redact import redact_url, scrub
 from topo.render import render_json, render_text
 from topo.render_markdown import render_markdown
 from topo.state import Actual, Kind
+from topo.varfile import environment_with
 
 app = typer.Typer(
     name="topo",
@@ -46,6 +47,14 @@ app = typer.Typer(
 Files = Annotated[
     list[str] | None,
     typer.Option("--file", "-f", help="Topology file or directory (repeatable). Default: topology.yaml."),
+]
+VarFiles = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--var-file",
+        metavar="FILE",
+        help="Variables for ${...} from a dotenv file (repeatable; later files win, the environment wins over all).",
+    ),
 ]
 Url = Annotated[
     str | None,
@@ -150,11 +159,13 @@ def _load_and_plan(
     files: list[str] | None,
     options: ConnectionOptions,
     before_read: Callable[[ManagementClient, Loaded], None] | None = None,
+    var_files: list[str] | None = None,
 ) -> tuple[Loaded, ManagementClient, Plan]:
     """Loads the files and plans; `before_read` (apply's lock) runs before the broker is read."""
     # An apply reads the broker only once it holds the lock, so no read may start early.
+    variables = environment_with(var_files)
     early = None if before_read is not None else _prefetch(files or [], options)
-    loaded = load_topology(files or [])
+    loaded = load_topology(files or [], variables)
     connection = resolve_connection(env=os.environ, broker=loaded.broker, **asdict(options))
     if connection.verify is False and connection.url.startswith("https:"):
         _err(f"Warning: not verifying the TLS certificate of {connection.url} (--insecure)")
@@ -200,11 +211,11 @@ def _prefetch(files: list[str], options: ConnectionOptions) -> tuple[Connection,
 
 
 @app.command()
-def validate(files: Files = None) -> None:
+def validate(files: Files = None, var_files: VarFiles = None) -> None:
     """Check topology files offline: schema, types, names, references. No broker needed."""
 
     def run() -> int:
-        loaded = load_topology(files or [])
+        loaded = load_topology(files or [], environment_with(var_files))
         desired = loaded.desired
         count = len(desired.objects) + len(desired.absent)
         for warning in desired.warnings:
@@ -218,6 +229,7 @@ def validate(files: Files = None) -> None:
 @app.command()
 def plan(
     files: Files = None,
+    var_files: VarFiles = None,
     url: Url = None,
     user: User = None,
     password: Password = None,
@@ -237,7 +249,7 @@ def plan(
 
     def run() -> int:
         options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
-        _, _, the_plan = _load_and_plan(files, options)
+        _, _, the_plan = _load_and_plan(files, options, var_files=var_files)
         fmt = _output_format(output_format, as_json)
         if fmt is OutputFormat.JSON:
             _out(render_json(the_plan))
@@ -253,6 +265,7 @@ def plan(
 @app.command()
 def apply(
     files: Files = None,
+    var_files: VarFiles = None,
     url: Url = None,
     user: User = None,
     password: Password = None,
@@ -300,7 +313,7 @@ def apply(
 
     def apply_files(fmt: OutputFormat, outcome: Outcome) -> int:
         options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
-        loaded, client, the_plan = _load_and_plan(files, options, before_read=take_lock)
+        loaded, client, the_plan = _load_and_plan(files, options, before_read=take_lock, var_files=var_files)
         outcome.plan = the_plan
         outcome.warnings = [warning for lock in held for warning in lock.warnings]
         if fmt is OutputFormat.TEXT:
