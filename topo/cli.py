@@ -22,7 +22,7 @@ from topo.connection import Connection, resolve_connection
 from topo.definitions import read_definitions
 from topo.diff import Action
 from topo.engine import apply_and_verify, build_plan, manages_access, scope
-from topo.errors import TopoError
+from topo.errors import NotConverged, TopoError
 from topo.export import ExportResult, build_export
 from topo.load import Loaded, guess_vhosts, load_topology
 from topo.lock import ApplyLock, lock_scope
@@ -31,9 +31,12 @@ from topo.outcome import Outcome, Status, render_outcome_json, render_outcome_ma
 from topo.plan import Plan, Step
 from topo.read import keep_users_with_access, read_actual, read_for_export
 from topo.redact import redact_url, scrub
-from topo.render import render_json, render_text
+from topo.render import plan_to_json, render_text
 from topo.render_markdown import render_markdown
+from topo.savedplan import SavedPlan, key_material, read_identity, refuse_if_stale, refuse_other_broker, save
+from topo.savedplan import load as load_saved
 from topo.state import Actual, Kind
+from topo.target import Selection, narrow, parse_targets, select
 from topo.varfile import environment_with
 
 app = typer.Typer(
@@ -89,6 +92,20 @@ def _output_format(chosen: OutputFormat | None, as_json: bool) -> OutputFormat:
     return OutputFormat.JSON if as_json else chosen or OutputFormat.TEXT
 
 
+Targets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target",
+        metavar="KIND/VHOST/NAME",
+        help="Plan only this object and what it depends on (repeatable; NAME may be a pattern like 'orders.*').",
+    ),
+]
+OnlyVhosts = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--vhost", metavar="VHOST", help="Plan only this vhost's objects and what they depend on (repeatable)."
+    ),
+]
 LockTimeout = Annotated[
     float,
     typer.Option(
@@ -155,12 +172,23 @@ class ConnectionOptions:
     timeout: float | None
 
 
+@dataclass
+class Planned:
+    loaded: Loaded
+    client: ManagementClient
+    plan: Plan
+    actual: Actual
+    selection: Selection | None = None
+
+
 def _load_and_plan(
     files: list[str] | None,
     options: ConnectionOptions,
     before_read: Callable[[ManagementClient, Loaded], None] | None = None,
     var_files: list[str] | None = None,
-) -> tuple[Loaded, ManagementClient, Plan]:
+    targets: list[str] | None = None,
+    only_vhosts: list[str] | None = None,
+) -> Planned:
     """Loads the files and plans; `before_read` (apply's lock) runs before the broker is read."""
     # An apply reads the broker only once it holds the lock, so no read may start early.
     variables = environment_with(var_files)
@@ -179,7 +207,26 @@ def _load_and_plan(
         same_read = vhosts == scope(loaded.desired) and not manages_access(loaded.desired)
         if early_connection == connection and same_read:
             actual = reading.result()  # the same read would fail the same way: its error stands
-    return loaded, client, build_plan(client, loaded.desired, actual)
+    if actual is None:
+        actual = read_actual(client, scope(loaded.desired), manages_access(loaded.desired))
+    the_plan = build_plan(client, loaded.desired, actual)
+    if not targets and not only_vhosts:
+        return Planned(loaded, client, the_plan, actual)
+    known = [*loaded.desired.vhosts, *loaded.desired.absent_vhosts, *actual.vhosts]
+    selection = select(
+        list(the_plan.changes), loaded.desired, actual, parse_targets(targets or [], known), list(only_vhosts or [])
+    )
+    return Planned(loaded, client, narrow(the_plan, selection), actual, selection)
+
+
+def _plan_document(planned: Planned) -> dict[str, object]:
+    document = plan_to_json(planned.plan)
+    if planned.selection is not None:
+        document["partial"] = {
+            "targets": [t.text for t in planned.selection.targets],
+            "vhosts": list(planned.selection.vhosts),
+        }
+    return document
 
 
 def _prefetch(files: list[str], options: ConnectionOptions) -> tuple[Connection, list[str], Future[Actual]] | None:
@@ -243,16 +290,41 @@ def plan(
     detailed_exitcode: Annotated[
         bool, typer.Option("--detailed-exitcode", help="Exit 2 when changes are pending (0 = in sync, 1 = error).")
     ] = False,
+    out: Annotated[
+        str | None,
+        typer.Option("--out", metavar="FILE", help="Also save the plan to FILE, for `topo apply FILE` (no secrets)."),
+    ] = None,
+    targets: Targets = None,
+    only_vhosts: OnlyVhosts = None,
     no_color: NoColor = False,
 ) -> None:
     """Show what apply would change on the live broker."""
 
     def run() -> int:
         options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
-        _, _, the_plan = _load_and_plan(files, options, var_files=var_files)
         fmt = _output_format(output_format, as_json)
+        planned = _load_and_plan(files, options, var_files=var_files, targets=targets, only_vhosts=only_vhosts)
+        the_plan = planned.plan
+        if out:
+            identity = read_identity(planned.client)
+            connection = planned.client.connection
+            size = save(
+                out,
+                the_plan,
+                planned.actual,
+                identity,
+                url=connection.url,
+                user=connection.user,
+                material=key_material(connection.password),
+                files=list(files or []),
+                var_files=list(var_files or []),
+                targets=list(targets or []),
+                vhosts=list(only_vhosts or []),
+                plan_json=plan_to_json(the_plan),
+            )
+            _err(f"Saved the plan to {out} ({size:,} bytes): apply exactly it with `topo apply {out}`.")
         if fmt is OutputFormat.JSON:
-            _out(render_json(the_plan))
+            _out(json.dumps(_plan_document(planned), indent=2, ensure_ascii=False) + "\n")
         elif fmt is OutputFormat.MARKDOWN:
             _out(render_markdown(the_plan))
         else:
@@ -264,6 +336,14 @@ def plan(
 
 @app.command()
 def apply(
+    plan_file: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[PLAN_FILE]",
+            help="A plan saved by `topo plan --out FILE`: apply exactly it, without asking, or refuse if stale.",
+            show_default=False,
+        ),
+    ] = None,
     files: Files = None,
     var_files: VarFiles = None,
     url: Url = None,
@@ -282,12 +362,17 @@ def apply(
     output_format: FormatOption = None,
     lock_timeout: LockTimeout = 0.0,
     no_lock: NoLock = False,
+    targets: Targets = None,
+    only_vhosts: OnlyVhosts = None,
     no_color: NoColor = False,
 ) -> None:
     """Show the plan, ask, then make the broker match the files and verify it does."""
     held: list[ApplyLock] = []
+    saved: list[SavedPlan] = []
 
     def take_lock(client: ManagementClient, loaded: Loaded) -> None:
+        if saved:
+            refuse_other_broker(str(plan_file), saved[0], read_identity(client))
         if no_lock:
             return
         vhosts, broker_wide = lock_scope(client, loaded.desired)
@@ -299,7 +384,14 @@ def apply(
 
     def run() -> int:
         fmt = _output_format(output_format, as_json)
-        if fmt is not OutputFormat.TEXT and not auto_approve:
+        if plan_file is not None:
+            if files or var_files or targets or only_vhosts:
+                raise TopoError(
+                    "a saved plan names its own files, var files and targets: give only the plan file "
+                    "(or no plan file and the options)"
+                )
+            saved.append(load_saved(plan_file))
+        if fmt is not OutputFormat.TEXT and not (auto_approve or saved):
             raise TopoError(f"--format {fmt.value} needs --auto-approve: there is no one to ask")
         outcome = Outcome()
         try:
@@ -313,7 +405,20 @@ def apply(
 
     def apply_files(fmt: OutputFormat, outcome: Outcome) -> int:
         options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
-        loaded, client, the_plan = _load_and_plan(files, options, before_read=take_lock, var_files=var_files)
+        if saved:
+            plan_files, plan_vars, plan_targets, plan_vhosts = (
+                saved[0].files,
+                saved[0].var_files,
+                saved[0].targets,
+                saved[0].vhosts,
+            )
+        else:
+            plan_files, plan_vars, plan_targets, plan_vhosts = files, var_files, targets, only_vhosts
+        planned = _load_and_plan(plan_files, options, take_lock, plan_vars, plan_targets, plan_vhosts)
+        loaded, client, the_plan = planned.loaded, planned.client, planned.plan
+        if saved:
+            material = key_material(client.connection.password)
+            refuse_if_stale(str(plan_file), saved[0], the_plan, planned.actual, material)
         outcome.plan = the_plan
         outcome.warnings = [warning for lock in held for warning in lock.warnings]
         if fmt is OutputFormat.TEXT:
@@ -322,12 +427,20 @@ def apply(
             outcome.status = Status.NO_CHANGES
             return 0
         the_plan.raise_if_unsafe(allow_data_loss, the_plan.me)
-        if not auto_approve and not _confirm():
+        if not auto_approve and not saved and not _confirm():  # a saved plan was reviewed already
             outcome.status = Status.CANCELLED
             _err("Apply cancelled.")
             return 1
         progress = _locking(held, outcome.record, _progress_printer())
-        count = apply_and_verify(client, loaded.desired, the_plan, allow_data_loss=allow_data_loss, progress=progress)
+        try:
+            count = apply_and_verify(
+                client, loaded.desired, the_plan, allow_data_loss=allow_data_loss, progress=progress
+            )
+        except NotConverged as exc:
+            # A partial apply verifies what it targeted; what it left out is still pending, as planned.
+            if planned.selection is None or any(c.key in planned.selection.keys for c in exc.remaining):
+                raise
+            count = len(outcome.done)
         outcome.succeeded()
         for vhost in (vhost for lock in held for vhost in lock.lost):
             outcome.warnings.append(
