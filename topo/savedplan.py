@@ -212,7 +212,7 @@ def save(
         ],
         "warnings": list(plan.warnings),
     }
-    text = json.dumps(document, indent=1, ensure_ascii=False, sort_keys=False) + "\n"
+    text = _dumps(document)
     target = Path(path)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
@@ -222,6 +222,19 @@ def save(
         temporary.unlink(missing_ok=True)
         raise TopoError(f"cannot write {path}: {exc.strerror}") from None
     return len(text.encode("utf-8"))
+
+
+def _dumps(document: dict[str, Any]) -> str:
+    """One key per line and one change per line: readable and diffable, and written by json's C encoder
+    (an indented dump takes its pure-Python path, 30 times slower on a 21,000-change plan)."""
+    lines = []
+    for name, value in document.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            items = ",\n  ".join(json.dumps(item, ensure_ascii=False) for item in value)
+            lines.append(f" {json.dumps(name)}: [\n  {items}\n ]")
+        else:
+            lines.append(f" {json.dumps(name)}: {json.dumps(value, ensure_ascii=False)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def load(path: str) -> SavedPlan:
