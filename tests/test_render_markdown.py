@@ -4,7 +4,7 @@ CommonMark with tables, as GitHub renders comments and job summaries) and readin
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 
 from markdown_it import MarkdownIt
@@ -73,17 +73,15 @@ def plan_with_secrets() -> Plan:
     plan = full_plan()
     password = Password(hash_password(SECRET), plaintext=SECRET)
     old = Password(hash_password("Old-Pw-1234"))
-    plan.changes.append(
-        Change(
-            Action.UPDATE,
-            Key(Kind.USER, "", "app"),
-            {"tags": [], "password": old},
-            {"tags": ["management"], "password": password},
-        )
+    user = Change(
+        Action.UPDATE,
+        Key(Kind.USER, "", "app"),
+        {"tags": [], "password": old},
+        {"tags": ["management"], "password": password},
     )
     shovel = {"component": "shovel", "name": "s", "value": {"src-uri": f"amqp://u:{SECRET}@host/v"}}
-    plan.changes.append(Change(Action.CREATE, Key(Kind.PARAMETER, "/", "shovel/s"), None, shovel))
-    return Plan(plan.changes, plan.unmanaged, plan.warnings)
+    parameter = Change(Action.CREATE, Key(Kind.PARAMETER, "/", "shovel/s"), None, shovel)
+    return replace(plan, changes=(*plan.changes, user, parameter))
 
 
 def test_the_plan_renders_to_a_summary_banners_a_table_and_one_details_per_vhost() -> None:

@@ -10,7 +10,7 @@ import requests
 from broker_api import Api
 from cli_runner import broker_env, run_topo
 from topo.diff import Action, Change
-from topo.state import Actual, Desired, Key, Kind, Obj
+from topo.state import Actual, Desired, Identity, Key, Kind, Obj
 from topo.target import parse_targets, select
 
 
@@ -151,5 +151,5 @@ def test_a_permission_target_brings_its_user() -> None:
     desired.objects = {user.key: user, permission.key: permission}
     desired.vhosts = ["v"]
     changes = [Change(Action.CREATE, o.key, None, o.attrs) for o in (user, permission)]
-    selection = select(changes, desired, Actual(vhosts={"v"}), parse_targets(["permission/v/app"], ["v"]), [])
+    selection = select(changes, desired, Actual(Identity("admin", frozenset({"administrator"})), vhosts={"v"}), parse_targets(["permission/v/app"], ["v"]), [])
     assert user.key in selection.keys and permission.key in selection.keys

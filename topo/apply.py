@@ -19,6 +19,7 @@ Progress = Callable[[int, int, Step], None]
 # Concurrent requests within a stage: enough to keep a broker busy, few enough not to swamp it.
 PARALLELISM = 16
 
+
 def describe(step: Step) -> str:
     change = step.change
     verb = {Action.CREATE: "create", Action.UPDATE: "update", Action.DELETE: "delete"}[step.phase]

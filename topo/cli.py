@@ -21,7 +21,7 @@ from topo.client import ManagementClient
 from topo.connection import Connection, resolve_connection
 from topo.definitions import read_definitions
 from topo.diff import Action
-from topo.engine import apply_and_verify, build_plan, manages_access, scope
+from topo.engine import apply_and_verify, build_plan, manages_access, read_desired_scope, scope
 from topo.errors import NotConverged, TopoError
 from topo.export import ExportResult, build_export
 from topo.load import Loaded, guess_vhosts, load_topology
@@ -208,7 +208,7 @@ def _load_and_plan(
         if early_connection == connection and same_read:
             actual = reading.result()  # the same read would fail the same way: its error stands
     if actual is None:
-        actual = read_actual(client, scope(loaded.desired), manages_access(loaded.desired))
+        actual = read_desired_scope(client, loaded.desired)
     the_plan = build_plan(client, loaded.desired, actual)
     if not targets and not only_vhosts:
         return Planned(loaded, client, the_plan, actual)

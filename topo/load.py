@@ -399,9 +399,7 @@ class _Builder:
                 self.problems.append(Problem(where.file, where.line, path, reason))
 
 
-def load_topology(
-    paths: Sequence[str], env: Mapping[str, str] | None = None, sources: Sequence[Source] = ()
-) -> Loaded:
+def load_topology(paths: Sequence[str], env: Mapping[str, str] | None = None, sources: Sequence[Source] = ()) -> Loaded:
     """Read, validate and merge topology files (and documents held in memory, after them); raises
     ValidationFailed with every problem found. With only `sources`, no file is read."""
     environment = os.environ if env is None else env

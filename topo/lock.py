@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from topo.client import ManagementClient, _reason, api_path
+from topo.engine import broker_wide
 from topo.errors import BrokerError, TopoError
 from topo.normalize import LOCK_QUEUE
 from topo.state import Desired, Kind
@@ -236,8 +237,8 @@ class ApplyLock:
 def lock_scope(client: ManagementClient, desired: Desired) -> tuple[list[str], bool]:
     """The vhosts whose locks an apply of `desired` takes, and whether it needs the broker-wide one.
 
-    Vhosts that do not exist yet have no lock to take: creating (or deleting) a vhost, and users, which
-    belong to no vhost, are covered by the broker-wide lock; a vhost the apply creates is locked right
+    Vhosts that do not exist yet have no lock to take: creating (or deleting) a vhost, and users and global
+    parameters, which belong to no vhost, are covered by the broker-wide lock; a vhost the apply creates is locked right
     after its creation (see `ApplyLock.take_new`).
     """
     listing = client.get("/api/vhosts", what="list vhosts", params={"disable_stats": "true", "columns": "name"})
@@ -246,4 +247,5 @@ def lock_scope(client: ManagementClient, desired: Desired) -> tuple[list[str], b
     users = any(key.kind in (Kind.USER, Kind.USER_LIMIT) for key in (*desired.objects, *desired.absent))
     new_vhosts = any(name not in existing for name in desired.vhosts)
     deleted_vhosts = any(name in existing for name in desired.absent_vhosts)
-    return vhosts, users or new_vhosts or deleted_vhosts
+    # Global runtime parameters (cluster_name...) belong to no vhost either.
+    return vhosts, users or new_vhosts or deleted_vhosts or bool(broker_wide(desired))

@@ -83,7 +83,7 @@ def outcome_to_json(outcome: Outcome) -> dict[str, Any]:
     if outcome.remaining is not None:
         verification = {
             "converged": not outcome.remaining,
-            "remaining": [change_to_json(change) for change in outcome.remaining],
+            "remaining": [change_to_json(outcome.plan or Plan(), change) for change in outcome.remaining],
         }
     return {
         "format_version": JSON_FORMAT_VERSION,

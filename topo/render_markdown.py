@@ -68,14 +68,14 @@ def _banners(plan: Plan) -> list[str]:
     out: list[str] = []
     losses = plan.data_loss()
     if losses:
-        total = sum(c.messages or 0 for c in losses)
-        unknown = " (and messages the broker cannot count)" if any(c.messages_unknown for c in losses) else ""
+        total = sum(plan.messages(c) or 0 for c in losses)
+        unknown = " (and messages the broker cannot count)" if any(plan.messages_unknown(c) for c in losses) else ""
         out += [
             "> [!CAUTION]",
             f"> **Data loss:** {_plural(total, 'message')}{unknown} in {_plural(len(losses), 'object')} would be "
             "lost; `topo apply` refuses this plan without `--allow-data-loss`.",
         ]
-        out += [f"> - {_what(c)}: {_plural(c.messages or 0, 'message')}" for c in losses[:20]]
+        out += [f"> - {_what(c)}: {_plural(plan.messages(c) or 0, 'message')}" for c in losses[:20]]
         if len(losses) > 20:
             out.append(f"> - … and {len(losses) - 20} more")
         out.append("")
@@ -107,13 +107,13 @@ def _table(plan: Plan) -> list[str]:
     return rows
 
 
-def _vhost_section(vhost: str, changes: list[Change]) -> list[str]:
+def _vhost_section(plan: Plan, vhost: str, changes: list[Change]) -> list[str]:
     counts = Counter(c.action for c in changes)
     summary = ", ".join(f"{counts[action]} to {name}" for name, action in _COLUMNS if counts[action])
     lines: list[str] = []
     paint = _Painter(False)
     for change in changes:
-        for line in _change_lines(change, paint):
+        for line in _change_lines(plan, change, paint):
             # `diff` highlighting keys on the first character: + added, - removed, ~ (changed) stays plain.
             lines.append(line[2:] if line.startswith("  ") and not line.startswith("      ") else line)
     opening, closing = _fence(lines)
@@ -142,7 +142,7 @@ def render_markdown(plan: Plan, title: str = "topo plan", notes: list[str] | Non
         out += _table(plan)
         out.append("")
         for vhost, group in groupby(plan.changes, key=lambda c: c.key.vhost):
-            out += _vhost_section(vhost, list(group))
+            out += _vhost_section(plan, vhost, list(group))
     if plan.unmanaged:
         out += [
             "<details>",

@@ -145,8 +145,9 @@ def narrow(plan: Plan, selection: Selection) -> Plan:
     """The plan's changes to the selected objects only, saying it is partial."""
     keys = selection.keys
     return Plan(
-        [c for c in plan.changes if c.key in keys],
-        [o for o in plan.unmanaged if o.key in keys],
-        [*plan.warnings, selection.note()],
+        tuple(c for c in plan.changes if c.key in keys),
+        tuple(o for o in plan.unmanaged if o.key in keys),
+        (*plan.warnings, selection.note()),
         me=plan.me,
+        held={key: held for key, held in plan.held.items() if key in keys},
     )

@@ -37,7 +37,7 @@ class Broker(Protocol):
 
 
 def version_of(text: str) -> tuple[int, ...]:
-    """"3.13.7" -> (3, 13, 7); "" -> () (unknown: every version check passes)."""
+    """ "3.13.7" -> (3, 13, 7); "" -> () (unknown: every version check passes)."""
     if not text:
         return ()
     parts = []
@@ -163,9 +163,7 @@ class KindDef:
     def body(self, key: Key, attrs: dict[str, Any]) -> Any:
         return attrs
 
-    def write(
-        self, client: ManagementClient, change: Change, phase: Phase, what: str, allow_data_loss: bool
-    ) -> None:
+    def write(self, client: ManagementClient, change: Change, phase: Phase, what: str, allow_data_loss: bool) -> None:
         """One request (or a few): the phase of `change` on the broker."""
         attrs = change.after if change.after is not None else change.before
         path = self.path(change.key, attrs or {}, phase)

@@ -81,9 +81,7 @@ class ParameterDef(KindDef):
     def body(self, key: Key, attrs: dict[str, Any]) -> dict[str, Any]:
         return {"value": attrs["value"]}
 
-    def write(
-        self, client: ManagementClient, change: Change, phase: Phase, what: str, allow_data_loss: bool
-    ) -> None:
+    def write(self, client: ManagementClient, change: Change, phase: Phase, what: str, allow_data_loss: bool) -> None:
         try:
             super().write(client, change, phase, what, allow_data_loss)
         except BrokerError as exc:

@@ -101,9 +101,7 @@ class QueueDef(KindDef):
         arguments = {"x-queue-type": attrs["type"], **attrs["arguments"]}
         return {"durable": attrs["durable"], "auto_delete": attrs["auto_delete"], "arguments": arguments}
 
-    def write(
-        self, client: ManagementClient, change: Change, phase: Phase, what: str, allow_data_loss: bool
-    ) -> None:
+    def write(self, client: ManagementClient, change: Change, phase: Phase, what: str, allow_data_loss: bool) -> None:
         if phase is Phase.DELETE and not allow_data_loss:
             path = self.path(change.key, change.before or {}, phase)
             if (change.before or {}).get("type") == "classic":

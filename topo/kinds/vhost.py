@@ -80,9 +80,7 @@ class VhostDef(KindDef):
             body["default_queue_type"] = attrs["default_queue_type"]
         return body
 
-    def write(
-        self, client: ManagementClient, change: Change, phase: Phase, what: str, allow_data_loss: bool
-    ) -> None:
+    def write(self, client: ManagementClient, change: Change, phase: Phase, what: str, allow_data_loss: bool) -> None:
         if phase is Phase.DELETE and not allow_data_loss:
             refuse_if_messages_arrived(client, change, what)
         super().write(client, change, phase, what, allow_data_loss)
