@@ -151,5 +151,11 @@ def test_a_permission_target_brings_its_user() -> None:
     desired.objects = {user.key: user, permission.key: permission}
     desired.vhosts = ["v"]
     changes = [Change(Action.CREATE, o.key, None, o.attrs) for o in (user, permission)]
-    selection = select(changes, desired, Actual(Identity("admin", frozenset({"administrator"})), vhosts={"v"}), parse_targets(["permission/v/app"], ["v"]), [])
+    selection = select(
+        changes,
+        desired,
+        Actual(Identity("admin", frozenset({"administrator"})), vhosts={"v"}),
+        parse_targets(["permission/v/app"], ["v"]),
+        [],
+    )
     assert user.key in selection.keys and permission.key in selection.keys
