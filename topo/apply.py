@@ -30,10 +30,10 @@ def describe(step: Step) -> str:
     return f"{verb} {change.kind.value} {display_name(change.key, attrs)}{where}"
 
 
-def execute(client: ManagementClient, step: Step, allow_data_loss: bool) -> None:
+def execute(client: ManagementClient, step: Step, allow_data_loss: bool, allow_disruption: bool = False) -> None:
     """The step's request(s), as its kind writes them (topo/kinds/<kind>.py)."""
     phase = Phase.DELETE if step.phase is Action.DELETE else Phase.WRITE
-    definition(step.change.kind).write(client, step.change, phase, describe(step), allow_data_loss)
+    definition(step.change.kind).write(client, step.change, phase, describe(step), allow_data_loss, allow_disruption)
 
 
 def apply_plan(
@@ -41,6 +41,7 @@ def apply_plan(
     plan: Plan,
     *,
     allow_data_loss: bool = False,
+    allow_disruption: bool = False,
     progress: Progress | None = None,
     parallelism: int = PARALLELISM,
 ) -> int:
@@ -74,7 +75,10 @@ def apply_plan(
                     if progress is not None:
                         progress(done, total, step)
             stage = [step for step in stage if id(step) not in imported]
-            futures = [pool.submit(_run_serially, client, group, allow_data_loss) for group in _serial_groups(stage)]
+            futures = [
+                pool.submit(_run_serially, client, group, allow_data_loss, allow_disruption)
+                for group in _serial_groups(stage)
+            ]
             for future in as_completed(futures):
                 for step, error in future.result():
                     if error is not None:
@@ -105,12 +109,12 @@ def _serial_groups(stage: list[Step]) -> list[list[Step]]:
 
 
 def _run_serially(
-    client: ManagementClient, group: list[Step], allow_data_loss: bool
+    client: ManagementClient, group: list[Step], allow_data_loss: bool, allow_disruption: bool = False
 ) -> list[tuple[Step, BrokerError | None]]:
     results: list[tuple[Step, BrokerError | None]] = []
     for step in group:
         try:
-            execute(client, step, allow_data_loss)
+            execute(client, step, allow_data_loss, allow_disruption)
         except BrokerError as error:
             results.append((step, error))
         else:

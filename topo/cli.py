@@ -23,7 +23,7 @@ from topo.definitions import read_definitions
 from topo.diff import Action
 from topo.engine import apply_and_verify, build_plan, manages_access, read_desired_scope, scope
 from topo.errors import NotConverged, TopoError
-from topo.export import ExportResult, build_export
+from topo.export import ExportResult, ExportScope, build_export
 from topo.load import Loaded, guess_vhosts, load_topology
 from topo.lock import ApplyLock, lock_scope
 from topo.model import json_schema
@@ -358,6 +358,13 @@ def apply(
     allow_data_loss: Annotated[
         bool, typer.Option("--allow-data-loss", help="Allow deleting or replacing queues that hold messages.")
     ] = False,
+    allow_disruption: Annotated[
+        bool,
+        typer.Option(
+            "--allow-disruption",
+            help="Allow deleting or replacing queues that have consumers (the broker cancels them).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
     output_format: FormatOption = None,
     lock_timeout: LockTimeout = 0.0,
@@ -426,7 +433,7 @@ def apply(
         if the_plan.empty:
             outcome.status = Status.NO_CHANGES
             return 0
-        the_plan.raise_if_unsafe(allow_data_loss, the_plan.me)
+        the_plan.raise_if_unsafe(allow_data_loss, the_plan.me, allow_disruption)
         if not auto_approve and not saved and not _confirm():  # a saved plan was reviewed already
             outcome.status = Status.CANCELLED
             _err("Apply cancelled.")
@@ -434,7 +441,12 @@ def apply(
         progress = _locking(held, outcome.record, _progress_printer())
         try:
             count = apply_and_verify(
-                client, loaded.desired, the_plan, allow_data_loss=allow_data_loss, progress=progress
+                client,
+                loaded.desired,
+                the_plan,
+                allow_data_loss=allow_data_loss,
+                allow_disruption=allow_disruption,
+                progress=progress,
             )
         except NotConverged as exc:
             # A partial apply verifies what it targeted; what it left out is still pending, as planned.
@@ -527,6 +539,19 @@ def export(
         typer.Option("--keep-hashes", help="Keep password hashes (password_hash) instead of ${VARIABLE} placeholders."),
     ] = False,
     no_users: Annotated[bool, typer.Option("--no-users", help="Leave users and permissions out.")] = False,
+    include_client_owned: Annotated[
+        bool,
+        typer.Option(
+            "--include-client-owned",
+            help="Keep the objects clients declare for themselves at run time (auto-delete, x-expires, Celery's...).",
+        ),
+    ] = False,
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ignore", metavar="PATTERN", help="Leave out objects whose name matches (* ? [...]; repeatable)."
+        ),
+    ] = None,
     url: Url = None,
     user: User = None,
     password: Password = None,
@@ -540,7 +565,8 @@ def export(
 
     def run() -> int:
         options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
-        result = _exported(vhost, from_definitions, options, keep_hashes, not no_users)
+        scope = ExportScope(include_client_owned, tuple(ignore or ()))
+        result = _exported(vhost, from_definitions, options, keep_hashes, not no_users, scope)
         for note in result.notes:
             _err(f"Note: {note}")
         if result.variables.names:
@@ -567,6 +593,7 @@ def _exported(
     options: ConnectionOptions,
     keep_hashes: bool,
     users: bool,
+    scope: ExportScope,
 ) -> ExportResult:
     if from_definitions is not None:
         if options.url:
@@ -579,12 +606,12 @@ def _exported(
         selected = sorted(vhosts or read.vhosts)
         if vhosts:
             keep_users_with_access(read.actual, selected)
-        return build_export(read.actual, selected, users and read.has_users, keep_hashes, source, read.notes)
+        return build_export(read.actual, selected, users and read.has_users, keep_hashes, source, read.notes, scope)
     connection = resolve_connection(env=os.environ, broker=None, **asdict(options))
     client = ManagementClient(connection)
     actual, selected, with_users, notes = read_for_export(client, vhosts, users)
     source = f"{redact_url(connection.url)} (RabbitMQ {actual.version})"
-    return build_export(actual, selected, with_users, keep_hashes, source, notes)
+    return build_export(actual, selected, with_users, keep_hashes, source, notes, scope)
 
 
 @app.command()

@@ -100,7 +100,15 @@ class BindingDef(KindDef):
     def body(self, key: Key, attrs: dict[str, Any]) -> dict[str, Any]:
         return {"routing_key": attrs["routing_key"], "arguments": attrs["arguments"]}
 
-    def write(self, client: ManagementClient, change: Change, phase: Phase, what: str, allow_data_loss: bool) -> None:
+    def write(
+        self,
+        client: ManagementClient,
+        change: Change,
+        phase: Phase,
+        what: str,
+        allow_data_loss: bool,
+        allow_disruption: bool = False,
+    ) -> None:
         if phase is Phase.WRITE:
             path = self.path(change.key, change.after or {}, phase)
             client.request("POST", path, what=what, body=self.body(change.key, change.after or {}), idempotent=True)

@@ -81,9 +81,17 @@ class ParameterDef(KindDef):
     def body(self, key: Key, attrs: dict[str, Any]) -> dict[str, Any]:
         return {"value": attrs["value"]}
 
-    def write(self, client: ManagementClient, change: Change, phase: Phase, what: str, allow_data_loss: bool) -> None:
+    def write(
+        self,
+        client: ManagementClient,
+        change: Change,
+        phase: Phase,
+        what: str,
+        allow_data_loss: bool,
+        allow_disruption: bool = False,
+    ) -> None:
         try:
-            super().write(client, change, phase, what, allow_data_loss)
+            super().write(client, change, phase, what, allow_data_loss, allow_disruption)
         except BrokerError as exc:
             value = (change.after or {}).get("value")
             if phase is Phase.DELETE or mask_uris(value) == value:
