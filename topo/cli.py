@@ -55,6 +55,16 @@ Insecure = Annotated[bool, typer.Option("--insecure", help="Do not verify the br
 Timeout = Annotated[
     float | None, typer.Option(min=0.1, max=3600, help="Seconds to wait for each request. Default: 30.")
 ]
+RestartWait = Annotated[
+    float | None,
+    typer.Option(
+        "--restart-wait",
+        min=0,
+        max=3600,
+        metavar="SECONDS",
+        help="How long to wait for a broker that stops answering (restarting). Env: TOPO_RESTART_WAIT. Default: 120.",
+    ),
+]
 NoColor = Annotated[bool, typer.Option("--no-color", help="No colour (also: NO_COLOR set, or not a terminal).")]
 
 
@@ -106,6 +116,11 @@ class ConnectionOptions:
     client_key: str | None
     insecure: bool
     timeout: float | None
+    restart_wait: float | None = None
+
+
+def _client(connection: Connection) -> ManagementClient:
+    return ManagementClient(connection, notify=_err)
 
 
 def _load_and_plan(files: list[str] | None, options: ConnectionOptions) -> tuple[Loaded, ManagementClient, Plan]:
@@ -114,18 +129,22 @@ def _load_and_plan(files: list[str] | None, options: ConnectionOptions) -> tuple
     connection = resolve_connection(env=os.environ, broker=loaded.broker, **asdict(options))
     if connection.verify is False and connection.url.startswith("https:"):
         _err(f"Warning: not verifying the TLS certificate of {connection.url} (--insecure)")
-    client = ManagementClient(connection)
+    client = _client(connection)
     actual = None
     if early is not None:
-        early_connection, vhosts, reading = early
+        early_client, vhosts, reading = early
         # The early read counts only if it asked the same broker, as the same user, about the same vhosts.
         same_read = vhosts == scope(loaded.desired) and not manages_access(loaded.desired)
-        if early_connection == connection and same_read:
-            actual = reading.result()  # the same read would fail the same way: its error stands
+        if early_client.connection == connection:
+            client = early_client  # it knows whether the broker has answered (see ManagementClient)
+            if same_read:
+                actual = reading.result()  # the same read would fail the same way: its error stands
     return loaded, client, build_plan(client, loaded.desired, actual)
 
 
-def _prefetch(files: list[str], options: ConnectionOptions) -> tuple[Connection, list[str], Future[Actual]] | None:
+def _prefetch(
+    files: list[str], options: ConnectionOptions
+) -> tuple[ManagementClient, list[str], Future[Actual]] | None:
     """Starts reading the broker while the files are parsed, when options or environment say where it is.
 
     On large topologies parsing and reading take about as long as each other; overlapping them halves
@@ -141,16 +160,17 @@ def _prefetch(files: list[str], options: ConnectionOptions) -> tuple[Connection,
     except TopoError:
         return None
     reading: Future[Actual] = Future()
+    client = _client(connection)
 
     def read() -> None:
         try:
-            reading.set_result(read_actual(ManagementClient(connection), vhosts))
+            reading.set_result(read_actual(client, vhosts))
         except BaseException as exc:  # handed to whoever waits for the result
             reading.set_exception(exc)
 
     # A daemon thread: a file with errors must not keep the process waiting for a slow broker.
     threading.Thread(target=read, name="topo-prefetch", daemon=True).start()
-    return connection, vhosts, reading
+    return client, vhosts, reading
 
 
 @app.command()
@@ -180,6 +200,7 @@ def plan(
     client_key: ClientKey = None,
     insecure: Insecure = False,
     timeout: Timeout = None,
+    restart_wait: RestartWait = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     detailed_exitcode: Annotated[
         bool, typer.Option("--detailed-exitcode", help="Exit 2 when changes are pending (0 = in sync, 1 = error).")
@@ -189,7 +210,9 @@ def plan(
     """Show what apply would change on the live broker."""
 
     def run() -> int:
-        options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
+        options = ConnectionOptions(
+            url, user, password, ca_cert, client_cert, client_key, insecure, timeout, restart_wait
+        )
         _, _, the_plan = _load_and_plan(files, options)
         _out(render_json(the_plan) if as_json else render_text(the_plan, _colour(no_color)))
         return 2 if detailed_exitcode and not the_plan.empty else 0
@@ -208,6 +231,7 @@ def apply(
     client_key: ClientKey = None,
     insecure: Insecure = False,
     timeout: Timeout = None,
+    restart_wait: RestartWait = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")] = False,
     allow_data_loss: Annotated[
         bool, typer.Option("--allow-data-loss", help="Allow deleting or replacing queues that hold messages.")
@@ -218,7 +242,9 @@ def apply(
     """Show the plan, ask, then make the broker match the files and verify it does."""
 
     def run() -> int:
-        options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
+        options = ConnectionOptions(
+            url, user, password, ca_cert, client_cert, client_key, insecure, timeout, restart_wait
+        )
         loaded, client, the_plan = _load_and_plan(files, options)
         if as_json and not auto_approve:
             raise TopoError("--json needs --auto-approve: there is no one to ask")
@@ -296,11 +322,14 @@ def export(
     client_key: ClientKey = None,
     insecure: Insecure = False,
     timeout: Timeout = None,
+    restart_wait: RestartWait = None,
 ) -> None:
     """Write the topology of a live broker, or of a definitions file, as topo YAML."""
 
     def run() -> int:
-        options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
+        options = ConnectionOptions(
+            url, user, password, ca_cert, client_cert, client_key, insecure, timeout, restart_wait
+        )
         result = _exported(vhost, from_definitions, options, keep_hashes, not no_users)
         for note in result.notes:
             _err(f"Note: {note}")
@@ -342,7 +371,7 @@ def _exported(
             keep_users_with_access(read.actual, selected)
         return build_export(read.actual, selected, users and read.has_users, keep_hashes, source, read.notes)
     connection = resolve_connection(env=os.environ, broker=None, **asdict(options))
-    client = ManagementClient(connection)
+    client = _client(connection)
     actual, selected, with_users, notes = read_for_export(client, vhosts, users)
     source = f"{redact_url(connection.url)} (RabbitMQ {actual.version})"
     return build_export(actual, selected, with_users, keep_hashes, source, notes)
