@@ -1,0 +1,183 @@
+"""The commands that read a topology without changing it: route, test, graph, explain.
+
+Each parses its options, gets a state (from the files, or from the broker with --live) and hands it
+to a pure module (route.py, routetest.py, graph.py, explain.py); this file only wires and prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+
+from topo.cli import (
+    CaCert,
+    ClientCert,
+    ClientKey,
+    ConnectionOptions,
+    Files,
+    Insecure,
+    Password,
+    Timeout,
+    Url,
+    User,
+    _guarded,
+    _out,
+    app,
+)
+from topo.client import ManagementClient
+from topo.connection import resolve_connection
+from topo.errors import TopoError
+from topo.load import load_topology
+from topo.read import read_actual
+from topo.route import Message, RouteError, Topology, dead_letter, route
+from topo.state import Key, Obj
+
+Live = Annotated[bool, typer.Option("--live", help="Read the topology from the broker instead of the files.")]
+Vhost = Annotated[str | None, typer.Option("--vhost", help="The vhost (default: the only one in the files).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def parse_header(text: str) -> tuple[str, Any]:
+    """NAME=VALUE; VALUE is JSON when it parses as JSON (5, true, null, "5"), else a string."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise TopoError(f"--header {text!r}: expected NAME=VALUE, e.g. --header risk=high or --header score=5")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    if isinstance(value, dict | list):
+        value = raw
+    return name, value
+
+
+def state_for(
+    files: list[str] | None, live: bool, options: ConnectionOptions, vhost: str | None
+) -> tuple[Mapping[Key, Obj], set[Key], str, ManagementClient | None]:
+    """The objects to reason about, the external objects, the vhost, and the client when --live."""
+    if live:
+        connection = resolve_connection(env=os.environ, broker=None, **asdict(options))
+        client = ManagementClient(connection)
+        if vhost is None:
+            raise TopoError("--live needs --vhost")
+        actual = read_actual(client, [vhost])
+        if vhost not in actual.vhosts:
+            raise TopoError(f"vhost {vhost!r} does not exist on the broker (or the user may not see it)")
+        return actual.objects, set(), vhost, client
+    loaded = load_topology(files or [])
+    desired = loaded.desired
+    if vhost is None:
+        if len(desired.vhosts) != 1:
+            names = ", ".join(map(repr, desired.vhosts)) or "none"
+            raise TopoError(f"pass --vhost: the files declare {len(desired.vhosts)} vhosts ({names})")
+        vhost = desired.vhosts[0]
+    elif vhost not in desired.vhosts:
+        names = ", ".join(map(repr, desired.vhosts)) or "none"
+        raise TopoError(f"the files declare no vhost {vhost!r} (they declare: {names})")
+    return desired.objects, desired.external, vhost, None
+
+
+@app.command(name="route")
+def route_command(
+    exchange: Annotated[
+        str | None, typer.Option("--exchange", "-e", help='The exchange published to ("" is the default exchange).')
+    ] = None,
+    routing_key: Annotated[
+        list[str] | None, typer.Option("--routing-key", "-k", help="Routing key (repeatable: CC/BCC keys).")
+    ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--header", "-H", help='Message header NAME=VALUE (repeatable); VALUE is JSON if it parses: 5, true, "5".'
+        ),
+    ] = None,
+    dead_letter_queue: Annotated[
+        str | None,
+        typer.Option("--dead-letter", metavar="QUEUE", help="Where messages rejected or expired from QUEUE go."),
+    ] = None,
+    vhost: Vhost = None,
+    files: Files = None,
+    live: Live = False,
+    as_json: AsJson = False,
+    url: Url = None,
+    user: User = None,
+    password: Password = None,
+    ca_cert: CaCert = None,
+    client_cert: ClientCert = None,
+    client_key: ClientKey = None,
+    insecure: Insecure = False,
+    timeout: Timeout = None,
+) -> None:
+    """Where a message goes: the queues it reaches and the path to each, or that it is unroutable."""
+
+    def run() -> int:
+        if (exchange is None) == (dead_letter_queue is None):
+            raise TopoError("pass --exchange NAME (a publish) or --dead-letter QUEUE (its dead letters), not both")
+        options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
+        objects, external, name, _ = state_for(files, live, options, vhost)
+        topology = Topology.of(objects, name, external)
+        message = Message(tuple(routing_key or [""]), dict(parse_header(h) for h in header or []))
+        try:
+            if dead_letter_queue is not None:
+                result = dead_letter(topology, dead_letter_queue, message)
+                _out(
+                    json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n" if as_json else _dead_text(result)
+                )
+                return 0
+            routed = route(topology, exchange or "", message)
+        except RouteError as exc:
+            raise TopoError(str(exc)) from None
+        _out(json.dumps(routed.to_json(), indent=2, ensure_ascii=False) + "\n" if as_json else route_text(routed))
+        return 0
+
+    _guarded(run)
+
+
+def _q(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def route_text(result: Any) -> str:
+    message = result.message
+    keys = ", ".join(map(_q, message.routing_keys))
+    described = f"routing key{'s' if len(message.routing_keys) > 1 else ''} {keys}"
+    if message.headers:
+        described += f", headers {json.dumps(message.headers, ensure_ascii=False, sort_keys=True)}"
+    target = "the default exchange" if result.exchange == "" else f"exchange {_q(result.exchange)}"
+    lines = [f"Message to {target} in vhost {_q(result.vhost)} ({described}):"]
+    for queue in result.queues:
+        lines.append(f"  → queue {_q(queue)}")
+        lines.extend(f"      {step}" for step in result.paths[queue])
+    for choice in result.one_of:
+        lines.append(
+            f"  → one of {', '.join(choice.candidates)} (chosen by {choice.type} exchange {_q(choice.exchange)})"
+        )
+        lines.extend(f"      {step}" for step in choice.path)
+    for note in result.notes:
+        lines.append(f"  note: {note}")
+    if result.unroutable:
+        lines.append("Unroutable: no queue receives it (dropped, or returned to a publisher that sets mandatory).")
+    else:
+        count = len(result.queues)
+        lines.append(f"{count} queue{'' if count == 1 else 's'}" + (" and a choice." if result.one_of else "."))
+    return "\n".join(lines) + "\n"
+
+
+def _dead_text(result: Any) -> str:
+    lines = [f"Dead letters of queue {_q(result.queue)}:"]
+    if result.exchange is None:
+        lines.extend(f"  {note}" for note in result.notes)
+        return "\n".join(lines) + "\n"
+    lines.append(f"  dead-letter exchange {_q(result.exchange)} ({result.exchange_source})")
+    if result.routing_key is not None:
+        lines.append(f"  dead-letter routing key {_q(result.routing_key)} ({result.routing_key_source})")
+    for note in result.notes:
+        lines.append(f"  note: {note}")
+    if result.route is not None:
+        lines.append(route_text(result.route).rstrip("\n"))
+    return "\n".join(lines) + "\n"
