@@ -17,6 +17,7 @@ The rules are the broker's (see rabbit_exchange:route/3 and the exchange type mo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,9 +70,9 @@ class Binding:
 
     def describe(self) -> str:
         if self.arguments:
-            shown = ", ".join(f"{k}={v!r}" for k, v in sorted(self.arguments.items()))
+            shown = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in sorted(self.arguments.items()))
             return f"[{shown}]"
-        return repr(self.routing_key)
+        return json.dumps(self.routing_key, ensure_ascii=False)
 
 
 @dataclass(slots=True)

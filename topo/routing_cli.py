@@ -32,6 +32,9 @@ from topo.cli import (
 from topo.client import ManagementClient
 from topo.connection import resolve_connection
 from topo.errors import TopoError
+from topo.explain import explain, explanation_text
+from topo.graph import FORMATS
+from topo.graph import render as render_graph
 from topo.load import load_topology
 from topo.read import read_actual
 from topo.route import Message, RouteError, Topology, dead_letter, route
@@ -181,3 +184,74 @@ def _dead_text(result: Any) -> str:
     if result.route is not None:
         lines.append(route_text(result.route).rstrip("\n"))
     return "\n".join(lines) + "\n"
+
+
+@app.command(name="explain")
+def explain_command(
+    name: Annotated[str, typer.Argument(help="A queue or exchange name.")],
+    vhost: Vhost = None,
+    files: Files = None,
+    live: Live = False,
+    as_json: AsJson = False,
+    url: Url = None,
+    user: User = None,
+    password: Password = None,
+    ca_cert: CaCert = None,
+    client_cert: ClientCert = None,
+    client_key: ClientKey = None,
+    insecure: Insecure = False,
+    timeout: Timeout = None,
+) -> None:
+    """The effective configuration of a queue or exchange: the policies that apply, merged keys, bindings, dead letters."""
+
+    def run() -> int:
+        options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
+        objects, external, vhost_name, _ = state_for(files, live, options, vhost)
+        try:
+            found = explain(Topology.of(objects, vhost_name, external), name)
+        except RouteError as exc:
+            raise TopoError(str(exc)) from None
+        if as_json:
+            _out(json.dumps([e.to_json() for e in found], indent=2, ensure_ascii=False) + "\n")
+        else:
+            _out("\n".join(explanation_text(e) for e in found))
+        return 0
+
+    _guarded(run)
+
+
+@app.command(name="graph")
+def graph_command(
+    fmt: Annotated[str, typer.Option("--format", help="mermaid, dot or html (one self-contained file).")] = "mermaid",
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
+    vhost: Vhost = None,
+    files: Files = None,
+    live: Live = False,
+    url: Url = None,
+    user: User = None,
+    password: Password = None,
+    ca_cert: CaCert = None,
+    client_cert: ClientCert = None,
+    client_key: ClientKey = None,
+    insecure: Insecure = False,
+    timeout: Timeout = None,
+) -> None:
+    """Draw a vhost: exchanges, queues, bindings with their keys, alternate exchanges and dead-letter routes."""
+
+    def run() -> int:
+        if fmt not in FORMATS:
+            raise TopoError(f"--format {fmt!r}: allowed are {', '.join(FORMATS)}")
+        options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
+        objects, external, vhost_name, _ = state_for(files, live, options, vhost)
+        text = render_graph(Topology.of(objects, vhost_name, external), fmt)
+        if output:
+            try:
+                with open(output, "w", encoding="utf-8") as handle:
+                    handle.write(text)
+            except OSError as exc:
+                raise TopoError(f"cannot write {output}: {exc.strerror}") from None
+        else:
+            _out(text)
+        return 0
+
+    _guarded(run)
