@@ -49,7 +49,9 @@ class Explanation:
             "arguments": self.arguments,
             "policy": policy(self.effective.policy),
             "operator_policy": policy(self.effective.operator_policy),
-            "effective": {key: {"value": value, "source": source} for key, (value, source) in self.effective.keys.items()},
+            "effective": {
+                key: {"value": value, "source": source} for key, (value, source) in self.effective.keys.items()
+            },
             "ignored": self.effective.ignored,
             "bindings_in": [_binding_json(b) for b in self.bindings_in],
             "notes": self.notes,
@@ -86,7 +88,10 @@ def explain(topology: Topology, name: str) -> list[Explanation]:
             effective(topology.policies, Kind.QUEUE, name, queue.arguments, queue.type),
         )
         result.bindings_in = [
-            b for bs in topology.bindings.values() for b in bs if b.destination_type == "queue" and b.destination == name
+            b
+            for bs in topology.bindings.values()
+            for b in bs
+            if b.destination_type == "queue" and b.destination == name
         ]
         result.dead_letters = dead_letter(topology, name, Message(("",), {}))
         _tie_notes(result)
@@ -117,7 +122,9 @@ def explain(topology: Topology, name: str) -> list[Explanation]:
             result.notes.append("internal: publishers cannot publish to it; only exchange-to-exchange bindings feed it")
         alternate = result.effective.keys.get("alternate-exchange")
         if alternate is not None and alternate[0] not in topology.exchanges:
-            result.notes.append(f"its alternate exchange {alternate[0]!r} does not exist: unroutable messages are dropped")
+            result.notes.append(
+                f"its alternate exchange {alternate[0]!r} does not exist: unroutable messages are dropped"
+            )
         _tie_notes(result)
         found.append(result)
     if not found:
@@ -126,7 +133,10 @@ def explain(topology: Topology, name: str) -> list[Explanation]:
 
 
 def _tie_notes(result: Explanation) -> None:
-    for label, match in (("policies", result.effective.policy), ("operator policies", result.effective.operator_policy)):
+    for label, match in (
+        ("policies", result.effective.policy),
+        ("operator policies", result.effective.operator_policy),
+    ):
         if match.tied:
             names = ", ".join(repr(p.name) for p in [match.winner, *match.tied] if p is not None)
             result.notes.append(
@@ -142,7 +152,9 @@ def _q(text: str) -> str:
 def _policy_lines(label: str, match: Match) -> list[str]:
     if match.winner is None:
         return [f"  {label}: none"]
-    lines = [f"  {label}: {_q(match.winner.name)} (priority {match.winner.priority}, pattern {_q(match.winner.pattern)})"]
+    lines = [
+        f"  {label}: {_q(match.winner.name)} (priority {match.winner.priority}, pattern {_q(match.winner.pattern)})"
+    ]
     for other in match.candidates[1:]:
         why = "same priority: a tie" if other in match.tied else f"lower priority {other.priority}"
         lines.append(f"    also matches: {_q(other.name)} ({why})")

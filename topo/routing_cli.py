@@ -25,6 +25,7 @@ from topo.cli import (
     Timeout,
     Url,
     User,
+    _err,
     _guarded,
     _out,
     app,
@@ -37,6 +38,7 @@ from topo.graph import FORMATS
 from topo.graph import render as render_graph
 from topo.load import load_topology
 from topo.read import read_actual
+from topo import routetest
 from topo.route import Message, RouteError, Topology, dead_letter, route
 from topo.state import Key, Obj
 
@@ -255,3 +257,86 @@ def graph_command(
         return 0
 
     _guarded(run)
+
+
+@app.command(name="test")
+def test_command(
+    tests: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tests", "-t", help="Tests file or directory (repeatable). Default: tests/ beside the topology."
+        ),
+    ] = None,
+    files: Files = None,
+    live: Annotated[
+        bool, typer.Option("--live", help="Probe a throwaway copy of the topology on the broker (needs administrator).")
+    ] = False,
+    as_json: AsJson = False,
+    url: Url = None,
+    user: User = None,
+    password: Password = None,
+    ca_cert: CaCert = None,
+    client_cert: ClientCert = None,
+    client_key: ClientKey = None,
+    insecure: Insecure = False,
+    timeout: Timeout = None,
+) -> None:
+    """Check routing assertions: each test's message must reach exactly the queues it names.
+
+    Exit codes as pytest's: 0 passed, 1 failed, 2 interrupted, 3 internal error, 4 bad input, 5 no tests.
+    """
+    try:
+        code = _run_tests(
+            tests,
+            files,
+            live,
+            as_json,
+            ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout),
+        )
+    except TopoError as exc:
+        _err(f"Error: {exc}")
+        code = routetest.EXIT_USAGE
+    except routetest.CannotCopy as exc:
+        _err(f"Error: {exc}")
+        code = routetest.EXIT_USAGE
+    except KeyboardInterrupt:
+        _err("Interrupted.")
+        code = routetest.EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: say so, like _guarded, with pytest's code for internal errors
+        _err(f"Internal error: {type(exc).__name__}: {exc}")
+        code = routetest.EXIT_INTERNAL
+    raise typer.Exit(code)
+
+
+def _run_tests(
+    tests: list[str] | None, files: list[str] | None, live: bool, as_json: bool, options: ConnectionOptions
+) -> int:
+    found = routetest.find_tests(tests or [], files or [])
+    if not found:
+        _err("No tests: pass --tests PATH, or keep tests files in a tests/ folder beside the topology.")
+        return routetest.EXIT_NO_TESTS
+    cases = routetest.load_tests(found)
+    loaded = load_topology(files or [])
+    desired = loaded.desired
+    if live:
+        connection = resolve_connection(env=os.environ, broker=loaded.broker, **asdict(options))
+        client = ManagementClient(connection)
+        outcomes = routetest.run_live(
+            client,
+            cases,
+            desired.objects,
+            desired.vhosts,
+            on_copy=lambda vhost, copy: _err(f"Probing a throwaway copy of vhost {vhost!r} in vhost {copy!r}."),
+        )
+    else:
+        outcomes = routetest.run_offline(cases, desired.objects, desired.external, desired.vhosts)
+    if as_json:
+        body = {
+            "passed": all(o.passed for o in outcomes),
+            "live": live,
+            "tests": [routetest.outcome_json(o) for o in outcomes],
+        }
+        _out(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+    else:
+        _out(routetest.report(outcomes, live))
+    return routetest.EXIT_OK if all(o.passed for o in outcomes) else routetest.EXIT_FAILED
