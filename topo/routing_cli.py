@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from topo import routetest
 from topo.cli import (
     CaCert,
     ClientCert,
@@ -38,7 +39,6 @@ from topo.graph import FORMATS
 from topo.graph import render as render_graph
 from topo.load import load_topology
 from topo.read import read_actual
-from topo import routetest
 from topo.route import Message, RouteError, Topology, dead_letter, route
 from topo.state import Key, Obj
 
@@ -204,7 +204,7 @@ def explain_command(
     insecure: Insecure = False,
     timeout: Timeout = None,
 ) -> None:
-    """The effective configuration of a queue or exchange: the policies that apply, merged keys, bindings, dead letters."""
+    """A queue or exchange in effect: the policies that apply, merged keys, bindings, dead letters."""
 
     def run() -> int:
         options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
