@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from topo.policy import Effective, Match, Policy, effective, policies_in
-from topo.route import Binding, Message, RouteError, Topology, dead_letter
+from topo.policy import Effective, Match, Policy, effective, merge_operator, policies_in
+from topo.route import Binding, Message, RouteError, Topology, dead_letter, parse_version
 from topo.state import Key, Kind, Obj
 
 
@@ -52,7 +52,7 @@ class Explanation:
             "effective": {
                 key: {"value": value, "source": source} for key, (value, source) in self.effective.keys.items()
             },
-            "ignored": self.effective.ignored,
+            "refused": {**self.effective.policy.refused, **self.effective.operator_policy.refused},
             "bindings_in": [_binding_json(b) for b in self.bindings_in],
             "notes": self.notes,
         }
@@ -85,7 +85,7 @@ def explain(topology: Topology, name: str) -> list[Explanation]:
             topology.vhost,
             queue.type,
             queue.arguments,
-            effective(topology.policies, Kind.QUEUE, name, queue.arguments, queue.type),
+            effective(topology.policies, Kind.QUEUE, name, queue.arguments, queue.type, topology.version),
         )
         result.bindings_in = [
             b
@@ -172,8 +172,12 @@ def explanation_text(result: Explanation) -> str:
             lines.append(f"    {key} = {json.dumps(value, ensure_ascii=False)}  ({source})")
     else:
         lines.append("  effective: nothing set (no arguments, no policy keys)")
-    for key, why in result.effective.ignored.items():
-        lines.append(f"    {key}: ignored ({why})")
+    for match in (result.effective.policy, result.effective.operator_policy):
+        for name, keys in match.refused.items():
+            lines.append(
+                f"  not applied: {_q(name)} matches the name but sets {', '.join(keys)}, which {result.type} queues "
+                "do not support: RabbitMQ applies none of its keys"
+            )
     if result.kind is Kind.QUEUE:
         lines.append("  bindings into it:")
         lines.append(f"    (default exchange) routing key {_q(result.name)}")
@@ -206,19 +210,53 @@ def _dead_letter_lines(dead: Any) -> list[str]:
     return lines
 
 
-def policy_of_new_queue(objects: Iterable[Obj] | Mapping[Key, Obj], queue: Obj) -> str | None:
+def policy_of_new_queue(
+    objects: Iterable[Obj] | Mapping[Key, Obj], queue: Obj, version: tuple[int, ...] | None = None
+) -> str | None:
     """One line for the plan: the policy and operator policy a created queue will get, with their keys."""
     policies: list[Policy] = policies_in(objects, queue.key.vhost)
     attrs = queue.attrs
-    found = effective(policies, Kind.QUEUE, queue.key.name, attrs.get("arguments") or {}, attrs.get("type"))
+    found = effective(policies, Kind.QUEUE, queue.key.name, attrs.get("arguments") or {}, attrs.get("type"), version)
+    merged = merge_operator(
+        found.policy.winner.definition if found.policy.winner else {},
+        found.operator_policy.winner.definition if found.operator_policy.winner else {},
+    )
     parts = []
     for label, match in (("policy", found.policy), ("operator policy", found.operator_policy)):
-        if match.winner is not None:
-            keys = ", ".join(
-                f"{key}={json.dumps(value, ensure_ascii=False)}"
-                for key, (value, source) in found.keys.items()
-                if source.startswith(f"{label} ")
-            )
-            tie = " (tied with " + ", ".join(_q(p.name) for p in match.tied) + ")" if match.tied else ""
-            parts.append(f"{label} {_q(match.winner.name)}{tie}" + (f": {keys}" if keys else ""))
+        if match.winner is None:
+            continue
+        keys = []
+        for key, (value, source) in merged.items():
+            if source != label:
+                continue
+            text = f"{key}={json.dumps(value, ensure_ascii=False)}"
+            final = found.keys.get(key)
+            if final is not None and final[1].startswith("argument"):
+                text += f" (the queue's argument {json.dumps(final[0], ensure_ascii=False)} applies)"
+            keys.append(text)
+        tie = " (tied with " + ", ".join(_q(p.name) for p in match.tied) + ")" if match.tied else ""
+        parts.append(f"{label} {_q(match.winner.name)}{tie}" + (f": {', '.join(keys)}" if keys else ""))
     return "; ".join(parts) or None
+
+
+def policies_after(desired: Any, actual: Any, changes: list[Any]) -> dict[Key, str]:
+    """For each queue a plan creates: the policies that will apply once the plan is applied.
+
+    The policies then in force are the files' plus those on the broker the plan leaves in place.
+    """
+    created = [
+        c for c in changes if c.kind is Kind.QUEUE and c.after is not None and c.action.value in ("create", "replace")
+    ]
+    if not created:
+        return {}
+    deleted = {c.key for c in changes if c.after is None}
+    kinds = (Kind.POLICY, Kind.OPERATOR_POLICY)
+    policies = {k: o for k, o in actual.objects.items() if k.kind in kinds and k not in deleted}
+    policies.update({k: o for k, o in desired.objects.items() if k.kind in kinds})
+    notes = {}
+    for change in created:
+        version = parse_version(actual.version) if actual.version else None
+        note = policy_of_new_queue(policies, Obj(change.key, change.after), version)
+        if note:
+            notes[change.key] = note
+    return notes

@@ -97,6 +97,8 @@ class Plan:
     warnings: tuple[str, ...] = ()
     me: str = ""  # the user topo is connected as
     held: Mapping[Key, Held] = field(default_factory=dict)  # by the key of a change that destroys
+    # Queues the plan creates -> the policy and operator policy that will apply to them (see explain.py).
+    effective_policies: Mapping[Key, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ordered = sorted(self.changes, key=lambda c: (c.key.vhost, rank(c.kind), c.key.name, c.action))
@@ -104,6 +106,7 @@ class Plan:
         object.__setattr__(self, "unmanaged", tuple(self.unmanaged))
         object.__setattr__(self, "warnings", tuple(self.warnings))
         object.__setattr__(self, "held", MappingProxyType(dict(self.held)))
+        object.__setattr__(self, "effective_policies", MappingProxyType(dict(self.effective_policies)))
 
     def messages(self, change: Change) -> int | None:
         """Messages `change` would destroy, as counted when planning (None: not counted, not destructive)."""

@@ -2,11 +2,11 @@
 
 From rabbit_policy.erl: a policy matches an object when its vhost is the object's, its `apply-to`
 covers the object's kind (queues / exchanges / all, or the queue's own type: classic_queues,
-quorum_queues, streams), the queue type accepts it (streams refuse a whole policy that sets
-message-ttl, max-priority, queue-mode, single-active-consumer, ha-* or queue-master-locator) and
-its pattern (a PCRE, unanchored) finds a match in the name. Of the matches, the highest priority wins;
-RabbitMQ sorts stably over its parameter store, so which of two equal-priority policies wins is not
-something a user controls: we report it as a tie. Policies and operator policies are matched
+quorum_queues, streams), the queue type accepts it (a type refuses a whole policy that sets a key
+it does not support, e.g. delivery-limit on a classic queue) and its pattern (a PCRE, unanchored)
+finds a match in the name. Of the matches, the highest priority wins; RabbitMQ sorts stably over
+its parameter store, so which of two equal-priority policies wins is not something a user
+controls: we report it as a tie. Policies and operator policies are matched
 separately; where both set a key, the operator's value wins for booleans and the smaller one for
 the numeric limits (rabbit_policies:merge_policy_value). The queue's own x-arguments then meet the
 merged definition: numeric limits take the smaller value, every other key takes the argument
@@ -38,13 +38,15 @@ NUMERIC_LIMITS = frozenset(
 
 APPLY_TO_TYPE = {"classic": "classic_queues", "quorum": "quorum_queues", "stream": "streams"}
 
-# Policy keys each queue type ignores (the `unsupported_policies` of its capabilities()).
-UNSUPPORTED = {
+_HA = ("ha-mode", "ha-params", "ha-sync-mode", "ha-promote-on-shutdown", "ha-promote-on-failure")
+_STREAM_KEYS = ("max-age", "stream-max-segment-size-bytes", "initial-cluster-size")
+# A queue type is not matched AT ALL by a policy that sets a key it does not support
+# (rabbit_queue_type:is_policy_applicable over the type's unsupported_policies). RabbitMQ 4.x lists,
+# from each type's capabilities():
+UNSUPPORTED_4 = {
     "classic": frozenset(
         {
-            "max-age",
-            "stream-max-segment-size-bytes",
-            "initial-cluster-size",
+            *_STREAM_KEYS,
             "delivery-limit",
             "dead-letter-strategy",
             "max-in-memory-length",
@@ -53,37 +55,39 @@ UNSUPPORTED = {
             "filter-field-names",
         }
     ),
-    "quorum": frozenset(
+    "quorum": frozenset({*_STREAM_KEYS, *_HA, "max-priority", "queue-mode", "queue-master-locator"}),
+}
+# RabbitMQ 3.x, measured on 3.10.8 (one policy per key against a queue of each type):
+UNSUPPORTED_3 = {
+    "classic": frozenset({*_STREAM_KEYS, "delivery-limit", "dead-letter-strategy", "queue-leader-locator"}),
+    "quorum": frozenset({*_STREAM_KEYS, *_HA, "max-priority", "queue-mode", "queue-master-locator"}),
+    "stream": frozenset(
         {
+            *_HA,
+            "message-ttl",
+            "expires",
+            "max-length",
+            "overflow",
+            "max-in-memory-length",
+            "max-in-memory-bytes",
+            "dead-letter-exchange",
+            "dead-letter-routing-key",
+            "dead-letter-strategy",
+            "delivery-limit",
             "max-priority",
             "queue-mode",
-            "ha-mode",
-            "ha-params",
-            "ha-sync-mode",
-            "ha-promote-on-shutdown",
-            "ha-promote-on-failure",
             "queue-master-locator",
-            "max-age",
-            "stream-max-segment-size-bytes",
-            "initial-cluster-size",
+            "single-active-consumer",
         }
     ),
 }
-# A stream is not matched at all by a policy that sets one of these (rabbit_stream_queue:is_policy_applicable).
-STREAM_REFUSES = frozenset(
-    {
-        "message-ttl",
-        "max-priority",
-        "queue-mode",
-        "single-active-consumer",
-        "ha-mode",
-        "ha-params",
-        "ha-sync-mode",
-        "ha-promote-on-shutdown",
-        "ha-promote-on-failure",
-        "queue-master-locator",
-    }
-)
+UNSUPPORTED_4["stream"] = UNSUPPORTED_3["stream"]
+
+
+def unsupported(queue_type: str | None, version: tuple[int, ...] | None = None) -> frozenset[str]:
+    """Policy keys that keep a whole policy off queues of this type; 4.x rules unless the broker is older."""
+    table = UNSUPPORTED_3 if version and version < (4,) else UNSUPPORTED_4
+    return table.get(queue_type or "classic", frozenset())
 
 
 @lru_cache(maxsize=4096)
@@ -115,16 +119,20 @@ class Policy:
             obj.kind is Kind.OPERATOR_POLICY,
         )
 
-    def applies_to(self, kind: Kind, name: str, queue_type: str | None = None) -> bool:
+    def names(self, kind: Kind, name: str, queue_type: str | None = None) -> bool:
+        """Its apply-to and pattern select this object (the queue type may still refuse it)."""
         if kind is Kind.EXCHANGE:
             if self.apply_to not in ("all", "exchanges"):
                 return False
         elif self.apply_to not in ("all", "queues") and self.apply_to != APPLY_TO_TYPE.get(queue_type or "classic"):
             return False
-        if kind is Kind.QUEUE and queue_type == "stream" and STREAM_REFUSES & set(self.definition):
-            return False
         compiled = _compiled(self.pattern)
         return compiled is not None and compiled.search(name) is not None
+
+    def refused_keys(self, kind: Kind, queue_type: str | None, version: tuple[int, ...] | None) -> list[str]:
+        if kind is not Kind.QUEUE:
+            return []
+        return sorted(set(self.definition) & unsupported(queue_type, version))
 
 
 @dataclass(slots=True)
@@ -134,6 +142,7 @@ class Match:
     winner: Policy | None = None
     candidates: list[Policy] = field(default_factory=list)  # every match, highest priority first
     tied: list[Policy] = field(default_factory=list)  # others with the winner's priority
+    refused: dict[str, list[str]] = field(default_factory=dict)  # name matches, type refuses: policy -> keys
 
 
 def policies_in(objects: Mapping[Key, Obj] | Iterable[Obj], vhost: str) -> list[Policy]:
@@ -143,15 +152,26 @@ def policies_in(objects: Mapping[Key, Obj] | Iterable[Obj], vhost: str) -> list[
     ]
 
 
-def match(policies: Iterable[Policy], kind: Kind, name: str, queue_type: str | None = None) -> Match:
-    found = sorted(
-        (p for p in policies if p.applies_to(kind, name, queue_type)),
-        key=lambda p: (-p.priority, p.name),
-    )
+def match(
+    policies: Iterable[Policy],
+    kind: Kind,
+    name: str,
+    queue_type: str | None = None,
+    version: tuple[int, ...] | None = None,
+) -> Match:
+    found, refused = [], {}
+    for policy in policies:
+        if policy.names(kind, name, queue_type):
+            keys = policy.refused_keys(kind, queue_type, version)
+            if keys:
+                refused[policy.name] = keys
+            else:
+                found.append(policy)
+    found.sort(key=lambda p: (-p.priority, p.name))
     if not found:
-        return Match()
+        return Match(refused=refused)
     winner = found[0]
-    return Match(winner, found, [p for p in found[1:] if p.priority == winner.priority])
+    return Match(winner, found, [p for p in found[1:] if p.priority == winner.priority], refused)
 
 
 @dataclass(slots=True)
@@ -161,7 +181,6 @@ class Effective:
     policy: Match
     operator_policy: Match
     keys: dict[str, tuple[Any, str]] = field(default_factory=dict)  # key -> (value, source)
-    ignored: dict[str, str] = field(default_factory=dict)  # key -> why it has no effect
 
 
 def merge_operator(definition: dict[str, Any], operator: dict[str, Any]) -> dict[str, tuple[Any, str]]:
@@ -186,12 +205,17 @@ def _number(value: Any) -> bool:
 
 
 def effective(
-    policies: Iterable[Policy], kind: Kind, name: str, arguments: Mapping[str, Any], queue_type: str | None = None
+    policies: Iterable[Policy],
+    kind: Kind,
+    name: str,
+    arguments: Mapping[str, Any],
+    queue_type: str | None = None,
+    version: tuple[int, ...] | None = None,
 ) -> Effective:
     """The keys in force on a queue or exchange: its arguments merged with the winning policies."""
     policies = list(policies)
-    regular = match([p for p in policies if not p.operator], kind, name, queue_type)
-    operator = match([p for p in policies if p.operator], kind, name, queue_type)
+    regular = match([p for p in policies if not p.operator], kind, name, queue_type, version)
+    operator = match([p for p in policies if p.operator], kind, name, queue_type, version)
     result = Effective(regular, operator)
     merged = merge_operator(
         regular.winner.definition if regular.winner else {}, operator.winner.definition if operator.winner else {}
@@ -200,11 +224,7 @@ def effective(
         "policy": f"policy {regular.winner.name!r}" if regular.winner else "",
         "operator policy": f"operator policy {operator.winner.name!r}" if operator.winner else "",
     }
-    unsupported = UNSUPPORTED.get(queue_type or "classic", frozenset()) if kind is Kind.QUEUE else frozenset()
     for key, (value, source) in merged.items():
-        if key in unsupported:
-            result.ignored[key] = f"set by {labels[source]}, not used by {queue_type} queues"
-            continue
         result.keys[key] = (value, labels[source])
     for argument, value in arguments.items():
         key = argument[2:] if argument.startswith("x-") else argument

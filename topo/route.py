@@ -84,11 +84,14 @@ class Topology:
     queues: dict[str, Queue] = field(default_factory=dict)
     bindings: dict[str, list[Binding]] = field(default_factory=dict)
     policies: list[Policy] = field(default_factory=list)
+    version: tuple[int, ...] | None = None  # the broker's, when known: policy rules differ in 3.x
     _direct_index: dict[str, dict[str, list[Binding]]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def of(cls, objects: Mapping[Key, Obj], vhost: str, external: Iterable[Key] = ()) -> Topology:
-        topology = cls(vhost)
+    def of(
+        cls, objects: Mapping[Key, Obj], vhost: str, external: Iterable[Key] = (), version: str | None = None
+    ) -> Topology:
+        topology = cls(vhost, version=parse_version(version) if version else None)
         for name, kind in BUILTIN_EXCHANGES.items():
             topology.exchanges[name] = Exchange(name, kind, internal=name == "amq.rabbitmq.trace")
         for key in external:
@@ -150,13 +153,21 @@ class Topology:
 
     def dead_letter(self, queue: Queue) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
         """(exchange, source) and (routing key, source) of a queue's dead letters, policies included."""
-        keys = effective(self.policies, Kind.QUEUE, queue.name, queue.arguments, queue.type).keys
+        keys = effective(self.policies, Kind.QUEUE, queue.name, queue.arguments, queue.type, self.version).keys
         exchange = keys.get("dead-letter-exchange")
         routing_key = keys.get("dead-letter-routing-key")
         return (
             (str(exchange[0]), exchange[1]) if exchange else None,
             (str(routing_key[0]), routing_key[1]) if routing_key else None,
         )
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    parts = []
+    for part in text.split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,6 +441,7 @@ def dead_letter(topology: Topology, queue_name: str, message: Message) -> DeadLe
             topology.queues,
             topology.bindings,
             topology.policies,
+            topology.version,
         )
     result.route = route(topology, exchange[0], Message(keys, message.headers))
     if queue_name in result.route.paths:

@@ -63,8 +63,8 @@ def parse_header(text: str) -> tuple[str, Any]:
 
 def state_for(
     files: list[str] | None, live: bool, options: ConnectionOptions, vhost: str | None
-) -> tuple[Mapping[Key, Obj], set[Key], str, ManagementClient | None]:
-    """The objects to reason about, the external objects, the vhost, and the client when --live."""
+) -> tuple[Mapping[Key, Obj], set[Key], str, str | None]:
+    """The objects to reason about, the external objects, the vhost, and the broker's version when --live."""
     if live:
         connection = resolve_connection(env=os.environ, broker=None, **asdict(options))
         client = ManagementClient(connection)
@@ -73,7 +73,7 @@ def state_for(
         actual = read_actual(client, [vhost])
         if vhost not in actual.vhosts:
             raise TopoError(f"vhost {vhost!r} does not exist on the broker (or the user may not see it)")
-        return actual.objects, set(), vhost, client
+        return actual.objects, set(), vhost, actual.version
     loaded = load_topology(files or [])
     desired = loaded.desired
     if vhost is None:
@@ -124,8 +124,8 @@ def route_command(
         if (exchange is None) == (dead_letter_queue is None):
             raise TopoError("pass --exchange NAME (a publish) or --dead-letter QUEUE (its dead letters), not both")
         options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
-        objects, external, name, _ = state_for(files, live, options, vhost)
-        topology = Topology.of(objects, name, external)
+        objects, external, name, version = state_for(files, live, options, vhost)
+        topology = Topology.of(objects, name, external, version)
         message = Message(tuple(routing_key or [""]), dict(parse_header(h) for h in header or []))
         try:
             if dead_letter_queue is not None:
@@ -208,9 +208,9 @@ def explain_command(
 
     def run() -> int:
         options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
-        objects, external, vhost_name, _ = state_for(files, live, options, vhost)
+        objects, external, vhost_name, version = state_for(files, live, options, vhost)
         try:
-            found = explain(Topology.of(objects, vhost_name, external), name)
+            found = explain(Topology.of(objects, vhost_name, external, version), name)
         except RouteError as exc:
             raise TopoError(str(exc)) from None
         if as_json:
@@ -244,8 +244,8 @@ def graph_command(
         if fmt not in FORMATS:
             raise TopoError(f"--format {fmt!r}: allowed are {', '.join(FORMATS)}")
         options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
-        objects, external, vhost_name, _ = state_for(files, live, options, vhost)
-        text = render_graph(Topology.of(objects, vhost_name, external), fmt)
+        objects, external, vhost_name, version = state_for(files, live, options, vhost)
+        text = render_graph(Topology.of(objects, vhost_name, external, version), fmt)
         if output:
             try:
                 with open(output, "w", encoding="utf-8") as handle:
