@@ -62,7 +62,8 @@ def test_a_queue_hold_plans_its_missing_bindings_and_is_never_an_object_of_its_o
 
 
 def test_an_exchange_hold_restores_both_directions_and_self_bindings() -> None:
-    hold = _exchange("topo.hold.2", **{"x-topo-holds": "exchange", "x-topo-name": "x"})
+    into = _exchange("topo.hold.2", **{"x-topo-holds": "exchange", "x-topo-name": "x"})
+    out = _exchange("topo.hold.2o", **{"x-topo-holds": "exchange-out", "x-topo-name": "x"})
     x = Obj(
         Key(Kind.EXCHANGE, "v", "x"),
         {"type": "topic", "durable": True, "auto_delete": False, "internal": False, "arguments": {}},
@@ -73,10 +74,11 @@ def test_an_exchange_hold_restores_both_directions_and_self_bindings() -> None:
             Obj(Key(Kind.VHOST, "v", "v"), {}),
             x,
             _queue("q"),
-            hold,
-            _binding("topo.hold.2", "queue", "q", "out"),
+            into,
+            out,
+            _binding("topo.hold.2o", "queue", "q", "out"),
             _binding("amq.topic", "exchange", "topo.hold.2", "in"),
-            _binding("topo.hold.2", "exchange", "topo.hold.2", "self"),
+            _binding("topo.hold.2o", "exchange", "topo.hold.2", "self"),
         ),
         vhosts={"v"},
     )

@@ -21,9 +21,12 @@ from typing import Any
 
 import pytest
 import requests
+from test_integration_core import topo_client
 
 from broker_api import Api
 from cli_runner import broker_env, run_topo
+from topo import holding
+from topo.state import Kind
 
 pytestmark = pytest.mark.broker
 QUEUES = 8
@@ -140,3 +143,50 @@ def test_concurrent_conflicting_applies_lose_no_undeclared_binding(
         assert final.code == 0, final.output
         assert _app_bindings(api, vhost_name) == EXPECTED, round_
         assert not [e for e in api.get("exchanges", vhost_name) if e["name"].startswith("topo.hold.")], round_
+
+
+def test_an_exchange_replace_cut_off_after_its_delete_is_restored_and_its_holds_route_nothing(
+    broker: Any, api: Api, vhost_name: str, tmp_path: Path
+) -> None:
+    """Both sides of an exchange's bindings (to it, from it, to itself) survive a replace stopped right
+    after the delete, and while the holds exist no message reaches a queue through them."""
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        f"vhosts:\n  {json.dumps(vhost_name)}:\n    exchanges: {{x: {{type: topic}}}}\n    queues: {{q: {{}}}}\n"
+    )
+    assert run_topo("apply", "--auto-approve", "-f", str(path), env=broker_env(broker)).code == 0
+    for source, short, destination, key in [
+        ("amq.topic", "e", "x", "in"),
+        ("x", "q", "q", "out"),
+        ("x", "e", "x", "self"),
+        ("amq.topic", "q", "q", "direct"),
+    ]:
+        requests.post(
+            api._url("bindings", vhost_name, "e", source, short, destination),
+            json={"routing_key": key, "arguments": {}},
+            auth=api.auth,
+            timeout=30,
+        ).raise_for_status()
+
+    def bindings() -> set[tuple[str, str, str]]:
+        return {(b["source"], b["destination"], b["routing_key"]) for b in api.bindings(vhost_name) if b["source"]}
+
+    before = bindings()
+    client = topo_client(broker)
+    holds = holding.hold(client, Kind.EXCHANGE, vhost_name, "x")
+    api.delete("exchanges", vhost_name, "x")  # what a killed replace leaves: the exchange gone, holds kept
+    assert len(holds) == 2 and not {("amq.topic", "x", "in"), ("x", "q", "out")} & bindings()
+    # Through the holds: amq.topic -> in-hold goes nowhere, the out-hold receives nothing.
+    body = {"properties": {}, "routing_key": "in", "payload": "m", "payload_encoding": "string"}
+    requests.post(
+        api._url("exchanges", vhost_name, "amq.topic", "publish"), json=body, auth=api.auth, timeout=30
+    ).raise_for_status()
+    assert api.messages(vhost_name, "q") == 0
+    plan = run_topo("plan", "-f", str(path), env=broker_env(broker))
+    for text in ['amq.topic → x (exchange) routing_key="in"', 'x → q (queue) routing_key="out"', "x → x (exchange)"]:
+        assert text in plan.stdout, plan.output
+    assert "topo.hold" not in plan.stdout
+    applied = run_topo("apply", "--auto-approve", "-f", str(path), env=broker_env(broker))
+    assert applied.code == 0, applied.output
+    assert bindings() == before
+    assert not [e for e in api.get("exchanges", vhost_name) if e["name"].startswith("topo.hold.")]

@@ -42,9 +42,9 @@ def execute(
     phase = Phase.DELETE if step.phase is Action.DELETE else Phase.WRITE
     change = step.change
     if phase is Phase.DELETE and holding.needs_hold(change):
-        name = holding.hold(client, change.kind, change.key.vhost, change.key.name)
+        names = holding.hold(client, change.kind, change.key.vhost, change.key.name)
         if made is not None:
-            made.append((change.key.vhost, name))
+            made.extend((change.key.vhost, name) for name in names)
     definition(step.change.kind).write(client, step.change, phase, describe(step), allow_data_loss, allow_disruption)
 
 

@@ -3,11 +3,13 @@
 Replacing a queue or exchange deletes it, and with it every binding that touches it, including bindings
 the files do not declare (an application's own). topo re-creates them from the plan; but a topo killed
 between the delete and the re-create would lose them for good, and so would a concurrent apply that
-replaced the same object in between. So before the delete, topo copies those bindings onto a *hold*:
-an internal exchange named `topo.hold.<random>` whose arguments name the object it holds for, bound
-exactly as the object was (S -> queue Q becomes S -> hold; for an exchange X, X -> D becomes hold -> D
-and S -> X becomes S -> hold). Nothing can publish to an internal exchange, and messages routed to it
-go nowhere, as they would to the deleted object.
+replaced the same object in between. So before the delete, topo copies those bindings onto *holds*:
+internal exchanges named `topo.hold.<random>` whose arguments name the object they hold for and which
+side of its bindings they stand in for. S -> queue Q becomes S -> hold; for an exchange X, S -> X
+becomes S -> its "in" hold and X -> D becomes its "out" hold -> D (X -> X: out hold -> in hold). A hold
+never routes a message on: nothing can publish to an internal exchange, an "in" hold (or a queue's)
+has no outgoing bindings, and an "out" hold receives from nothing but itself. So a hold left behind
+duplicates no delivery, and what reaches one goes nowhere, as it would at the deleted object.
 
 Every diff takes holds out of the broker's state (they are never shown, pruned, listed or exported as
 objects: ownership.py counts them out of scope too) and plans the bindings they record that the object
@@ -36,7 +38,8 @@ if TYPE_CHECKING:
     from topo.diff import Change
 
 PREFIX = HOLD_PREFIX
-HOLDS = "x-topo-holds"  # exchange argument: "queue" or "exchange"
+HOLDS = "x-topo-holds"  # exchange argument: "queue", "exchange" (its incoming side) or "exchange-out"
+OUT = "exchange-out"
 NAME = "x-topo-name"  # exchange argument: the name of the object held for
 REASON = "restored from topo's record of an interrupted replace"
 
@@ -47,6 +50,7 @@ class Hold:
     name: str  # the hold exchange's own name
     kind: Kind  # QUEUE or EXCHANGE: what it holds bindings for
     target: str
+    side: str  # "in": bindings to the target; "out": bindings from it (exchanges only)
     bindings: tuple[Obj, ...] = field(default=())  # as they are to be restored on the target
 
 
@@ -61,12 +65,13 @@ def needs_hold(change: Change) -> bool:
 
 def split(actual: Actual) -> tuple[Actual, tuple[Hold, ...]]:
     """The broker's state without holds (and their bindings), and the holds with what they record."""
-    found: dict[tuple[str, str], tuple[Kind, str]] = {}
+    found: dict[tuple[str, str], tuple[Kind, str, str]] = {}
     for key, obj in actual.objects.items():
         if key.kind is Kind.EXCHANGE and is_hold(key.name):
             arguments = obj.attrs.get("arguments") or {}
-            kind = Kind.EXCHANGE if arguments.get(HOLDS) == "exchange" else Kind.QUEUE
-            found[(key.vhost, key.name)] = (kind, str(arguments.get(NAME, "")))
+            side = "out" if arguments.get(HOLDS) == OUT else "in"
+            kind = Kind.QUEUE if arguments.get(HOLDS) == "queue" else Kind.EXCHANGE
+            found[(key.vhost, key.name)] = (kind, str(arguments.get(NAME, "")), side)
     if not found:
         return actual, ()
     recorded: dict[tuple[str, str], list[Obj]] = {where: [] for where in found}
@@ -76,33 +81,39 @@ def split(actual: Actual) -> tuple[Actual, tuple[Hold, ...]]:
             continue
         if key.kind is Kind.BINDING:
             attrs = obj.attrs
-            from_hold = (key.vhost, attrs["source"]) in found
-            to_hold = attrs["destination_type"] == "exchange" and (key.vhost, attrs["destination"]) in found
-            if from_hold or to_hold:
-                where = (key.vhost, attrs["source"] if from_hold else attrs["destination"])
-                kind, target = found[where]
-                restored = _restored(key.vhost, kind, target, attrs, from_hold, to_hold)
-                if restored is not None and target:
-                    recorded[where].append(restored)
+            source = found.get((key.vhost, attrs["source"]))
+            destination = (
+                found.get((key.vhost, attrs["destination"])) if attrs["destination_type"] == "exchange" else None
+            )
+            if source or destination:
+                restored = _restored(key.vhost, attrs, source, destination)
+                if restored is not None:
+                    where = attrs["destination"] if destination else attrs["source"]
+                    recorded[(key.vhost, where)].append(restored)
                 continue
         kept[key] = obj
     holds = tuple(
-        Hold(vhost, name, kind, target, tuple(sorted(recorded[(vhost, name)], key=lambda o: o.key)))
-        for (vhost, name), (kind, target) in sorted(found.items())
+        Hold(vhost, name, kind, target, side, tuple(sorted(recorded[(vhost, name)], key=lambda o: o.key)))
+        for (vhost, name), (kind, target, side) in sorted(found.items())
         if target
     )
     return dataclasses.replace(actual, objects=kept), holds
 
 
-def _restored(vhost: str, kind: Kind, target: str, attrs: dict[str, Any], from_hold: bool, to_hold: bool) -> Obj | None:
-    key, arguments = attrs["routing_key"], attrs["arguments"]
-    if kind is Kind.QUEUE:
-        return from_fields(vhost, attrs["source"], "queue", target, key, arguments) if to_hold else None
-    source = target if from_hold else attrs["source"]
-    destination_type, destination = attrs["destination_type"], attrs["destination"]
-    if to_hold:
-        destination_type, destination = "exchange", target
-    return from_fields(vhost, source, destination_type, destination, key, arguments)
+def _restored(
+    vhost: str, attrs: dict[str, Any], source: tuple[Kind, str, str] | None, destination: tuple[Kind, str, str] | None
+) -> Obj | None:
+    """The binding a hold's binding stands for, on the held object itself (None: not a record)."""
+    if source is not None and (source[2] != "out" or not source[1]):
+        return None  # only an "out" hold's bindings stand for bindings from its object
+    if destination is not None and (destination[2] != "in" or not destination[1]):
+        return None
+    from_name = source[1] if source else attrs["source"]
+    if destination is not None:
+        to_type, to_name = destination[0].value, destination[1]
+    else:
+        to_type, to_name = attrs["destination_type"], attrs["destination"]
+    return from_fields(vhost, from_name, to_type, to_name, attrs["routing_key"], attrs["arguments"])
 
 
 def _wanted(binding: Obj, desired: Desired, actual: Actual) -> bool:
@@ -140,36 +151,43 @@ def satisfied(hold: Hold, desired: Desired, actual: Actual) -> bool:
     return all(b.key in actual.objects or not _wanted(b, desired, actual) for b in hold.bindings)
 
 
-def hold(client: ManagementClient, kind: Kind, vhost: str, name: str) -> str:
-    """Copies every binding now touching the queue or exchange onto a new hold; returns its name.
+def hold(client: ManagementClient, kind: Kind, vhost: str, name: str) -> list[str]:
+    """Copies every binding now touching the queue or exchange onto new holds; returns their names.
 
     Read from the broker right before the delete, not from the plan: a concurrent apply may have added
     some since.
     """
-    hold_name = PREFIX + secrets.token_hex(8)
     what = f"record the bindings of {kind.value} {name!r} in vhost {vhost!r} before replacing it"
+    into = _declare(client, vhost, kind.value, name, what)
+    if kind is Kind.QUEUE:
+        listing = client.get_or_none(api_path("queues", vhost, name, "bindings"), what=what) or []
+        for binding in listing:
+            if binding.get("source"):  # not the default exchange's implicit binding
+                _bind(client, vhost, binding["source"], "exchange", into, binding, what)
+        return [into]
+    out = _declare(client, vhost, OUT, name, what)
+    incoming = client.get_or_none(api_path("exchanges", vhost, name, "bindings", "destination"), what=what) or []
+    outgoing = client.get_or_none(api_path("exchanges", vhost, name, "bindings", "source"), what=what) or []
+    for binding in incoming:
+        source = out if binding["source"] == name else binding["source"]  # X -> X: out hold -> in hold
+        _bind(client, vhost, source, "exchange", into, binding, what)
+    for binding in outgoing:
+        if binding["destination"] == name and binding.get("destination_type") == "exchange":
+            continue  # X -> X: recorded with the incoming ones
+        _bind(client, vhost, out, binding.get("destination_type", "queue"), binding["destination"], binding, what)
+    return [into, out]
+
+
+def _declare(client: ManagementClient, vhost: str, holds: str, name: str, what: str) -> str:
+    hold_name = PREFIX + secrets.token_hex(8)
     body = {
         "type": "fanout",
         "durable": True,
         "auto_delete": False,
         "internal": True,
-        "arguments": {HOLDS: kind.value, NAME: name},
+        "arguments": {HOLDS: holds, NAME: name},
     }
     client.put(api_path("exchanges", vhost, hold_name), body, what=what)
-    if kind is Kind.QUEUE:
-        listing = client.get_or_none(api_path("queues", vhost, name, "bindings"), what=what) or []
-        incoming, outgoing = [b for b in listing if b.get("source")], []
-    else:
-        incoming = client.get_or_none(api_path("exchanges", vhost, name, "bindings", "destination"), what=what)
-        outgoing = client.get_or_none(api_path("exchanges", vhost, name, "bindings", "source"), what=what)
-        incoming, outgoing = incoming or [], outgoing or []
-    for binding in incoming:
-        source = hold_name if binding["source"] == name and kind is Kind.EXCHANGE else binding["source"]
-        _bind(client, vhost, source, "exchange", hold_name, binding, what)
-    for binding in outgoing:
-        if binding["destination"] == name and binding.get("destination_type") == "exchange":
-            continue  # X -> X: recorded with the incoming ones as hold -> hold
-        _bind(client, vhost, hold_name, binding.get("destination_type", "queue"), binding["destination"], binding, what)
     return hold_name
 
 
