@@ -730,3 +730,7 @@ def main() -> None:
             _err(f"Internal error: {type(exc).__name__}: {exc}")
             code = 1
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# The read-only commands (route, test, graph, explain) live in their own module and register here.
+from topo import routing_cli as _routing_cli  # noqa: E402, F401

@@ -10,6 +10,7 @@ from topo.apply import Progress, apply_plan
 from topo.client import ManagementClient
 from topo.diff import Action, Change, diff
 from topo.errors import ApplyFailed, BrokerError, NotConverged, Problem, TopoError, ValidationFailed
+from topo.explain import policies_after
 from topo.kinds import definition
 from topo.plan import Held, Plan
 from topo.read import broker_wide_kinds, consumer_counts, message_counts, read_actual
@@ -107,8 +108,15 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
     sees_all = bool(actual.my_tags & {"administrator", "monitoring"})
     warnings = [*desired.warnings, *adapt_warnings]
     held = _count_messages(client, result.changes, warnings, sees_all)
+    policies = policies_after(desired, actual, result.changes)
     return Plan(
-        tuple(result.changes), tuple(result.unmanaged), tuple(warnings), me=actual.me, held=held, holds=result.holds
+        tuple(result.changes),
+        tuple(result.unmanaged),
+        tuple(warnings),
+        me=actual.me,
+        held=held,
+        effective_policies=policies,
+        holds=result.holds,
     )
 
 

@@ -100,6 +100,8 @@ class Plan:
     held: Mapping[Key, Held] = field(default_factory=dict)  # by the key of a change that destroys
     # topo's records of interrupted replaces the plan restores from (holding.py): released after a verified apply
     holds: tuple[Hold, ...] = ()
+    # Queues the plan creates -> the policy and operator policy that will apply to them (see explain.py).
+    effective_policies: Mapping[Key, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ordered = sorted(self.changes, key=lambda c: (c.key.vhost, rank(c.kind), c.key.name, c.action))
@@ -108,6 +110,7 @@ class Plan:
         object.__setattr__(self, "warnings", tuple(self.warnings))
         object.__setattr__(self, "holds", tuple(self.holds))
         object.__setattr__(self, "held", MappingProxyType(dict(self.held)))
+        object.__setattr__(self, "effective_policies", MappingProxyType(dict(self.effective_policies)))
 
     def messages(self, change: Change) -> int | None:
         """Messages `change` would destroy, as counted when planning (None: not counted, not destructive)."""
