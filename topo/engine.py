@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from topo import holding
 from topo.apply import Progress, apply_plan
 from topo.client import ManagementClient
 from topo.diff import Action, Change, diff
@@ -115,6 +116,7 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
         me=actual.me,
         held=held,
         effective_policies=policies,
+        holds=result.holds,
     )
 
 
@@ -175,11 +177,14 @@ def apply_and_verify(
     progress: Progress | None = None,
 ) -> int:
     plan.raise_if_unsafe(allow_data_loss, plan.me, allow_disruption)
+    made: list[tuple[str, str]] = []  # the holds this apply recorded before its replaces (vhost, name)
     count = apply_plan(
-        client, plan, allow_data_loss=allow_data_loss, allow_disruption=allow_disruption, progress=progress
+        client, plan, allow_data_loss=allow_data_loss, allow_disruption=allow_disruption, progress=progress, made=made
     )
     try:
-        verify(client, desired)
+        verified = verify(client, desired)
+        # Only holds this apply made or planned with: another apply's may still be needed by it.
+        holding.release(client, [*made, *((h.vhost, h.name) for h in plan.holds)], desired, verified)
     except BrokerError as exc:
         raise ApplyFailed(
             f"all {count} steps were applied, but reading the broker back to verify them failed: {exc}\n"
@@ -188,8 +193,16 @@ def apply_and_verify(
     return count
 
 
-def verify(client: ManagementClient, desired: Desired) -> None:
-    """Reads the broker again: anything still different was silently ignored or changed meanwhile."""
+def release_seen(client: ManagementClient, desired: Desired, plan: Plan, actual: Actual) -> None:
+    """An empty plan that saw holds: an apply was killed after restoring what they record, before it
+    deleted them. `actual` is the read the plan was made from."""
+    if plan.holds:
+        holding.release(client, [(h.vhost, h.name) for h in plan.holds], desired, actual)
+
+
+def verify(client: ManagementClient, desired: Desired) -> Actual:
+    """Reads the broker again: anything still different was silently ignored or changed meanwhile.
+    Returns the read (what holds are released against)."""
     actual = read_desired_scope(client, desired)
     remaining = diff(adapt_to_broker(desired, actual)[0], actual).changes
     if remaining:
@@ -202,3 +215,4 @@ def verify(client: ManagementClient, desired: Desired) -> None:
             "The broker accepted the requests but kept a different state (or something changed it meanwhile).",
             remaining,
         )
+    return actual
