@@ -14,7 +14,7 @@ import pytest
 from cli_runner import run_topo
 from topo.lint import RULES, Finding, Level, LintInput, from_files, rule, run, target_version
 from topo.lint.core import Rule
-from topo.lint.policies import applying
+from topo.policy import Policy, match
 from topo.load import load_topology
 from topo.state import Key, Kind, Obj
 
@@ -272,8 +272,10 @@ def test_policy_matching_follows_rabbitmq() -> None:
         policy_obj("f", ".*", priority=99, vhost="other"),
         policy_obj("g", "^nope", priority=50),
     ]
-    assert [p.key.name for p in applying(candidates, queue)] == ["b", "e"]
-    assert applying([], queue) == []
+    # topo.policy is the one matcher (explain, route and lint share it): the top-priority matches.
+    found = match([Policy.of(p) for p in candidates if p.key.vhost == "v"], Kind.QUEUE, queue.key.name, "quorum")
+    assert [p.name for p in [found.winner, *found.tied] if p] == ["b", "e"]
+    assert match([], Kind.QUEUE, queue.key.name, "quorum").winner is None
 
 
 def test_live_only_rules_do_not_run_on_files() -> None:

@@ -7,7 +7,7 @@ with @rule, and document it in docs/lint.md.
 
 from __future__ import annotations
 
-from topo.lint import upgrade  # noqa: F401  (registers the upgrade rules)
+from topo.lint import routing, upgrade  # noqa: F401  (registers the rules)
 from topo.lint.core import RULES, Finding, Level, LintInput, Rule, rule, run
 from topo.lint.output import render_json, render_text
 from topo.lint.sources import from_broker, from_files, target_version

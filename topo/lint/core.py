@@ -89,6 +89,7 @@ class LintInput:
     target: Version
     live: bool = False
     locations: dict[Key, Location] = field(default_factory=dict)  # files only
+    external: set[Key] = field(default_factory=set)  # files only: objects that exist but are not managed here
     broker_version: Version | None = None  # live only
     # Live, from /api/deprecated-features/used (3.13+); None when not read.
     deprecated_used: list[dict[str, Any]] | None = None

@@ -34,7 +34,12 @@ def target_version(given: str | None, broker: Version | None = None) -> Version:
 
 def from_files(loaded: Loaded, target: str | None) -> LintInput:
     desired = loaded.desired
-    return LintInput(objects=desired.objects, target=target_version(target), locations=desired.locations)
+    return LintInput(
+        objects=desired.objects,
+        target=target_version(target),
+        locations=desired.locations,
+        external=set(desired.external),
+    )
 
 
 def from_broker(client: ManagementClient, vhosts: list[str] | None, target: str | None) -> tuple[LintInput, list[str]]:

@@ -8,8 +8,6 @@ them); deprecated ones are warnings.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
-
 from topo.compat import (
     DEPRECATED_FEATURES,
     REFUSED,
@@ -19,7 +17,7 @@ from topo.compat import (
     deprecated_feature_stage,
 )
 from topo.lint.core import Finding, Level, LintInput, rule
-from topo.lint.policies import applying, by_kind
+from topo.policy import Match, Policy, match, policies_in
 from topo.state import Kind
 
 _LEVELS = {Severity.REMOVED: Level.ERROR, Severity.DENIED: Level.ERROR, Severity.DEPRECATED: Level.WARNING}
@@ -117,9 +115,10 @@ def transient_queues(lint: LintInput) -> Iterator[Finding]:
             )
 
 
-def _sets(policies: list[Any], key: str) -> bool:
+def _sets(found: Match, key: str) -> bool:
     """Whether every policy that may be the effective one sets `key` (a tie may go either way)."""
-    return bool(policies) and all(key in (policy.attrs.get("definition") or {}) for policy in policies)
+    top = [found.winner, *found.tied] if found.winner else []
+    return bool(top) and all(key in policy.definition for policy in top)
 
 
 @rule("quorum-delivery-limit", "quorum queues that would drop messages at 4.0's default delivery limit")
@@ -127,15 +126,18 @@ def quorum_delivery_limit(lint: LintInput) -> Iterator[Finding]:
     limit = default_delivery_limit(lint.target)
     if limit is None:
         return
-    per_vhost: dict[str, tuple[list[Any], list[Any]]] = {}
+    per_vhost: dict[str, tuple[list[Policy], list[Policy]]] = {}
     for queue in lint.of_kind(Kind.QUEUE):
         if queue.attrs.get("type") != "quorum":
             continue
         vhost = queue.key.vhost
         if vhost not in per_vhost:
-            per_vhost[vhost] = by_kind(lint.objects.values(), vhost)
+            found = policies_in(lint.objects, vhost)
+            per_vhost[vhost] = ([p for p in found if not p.operator], [p for p in found if p.operator])
         policies, operator = per_vhost[vhost]
-        policy, operator_policy = applying(policies, queue), applying(operator, queue)
+        name = queue.key.name
+        policy = match(policies, Kind.QUEUE, name, "quorum", lint.target)
+        operator_policy = match(operator, Kind.QUEUE, name, "quorum", lint.target)
         arguments = queue.attrs.get("arguments") or {}
         explicit = (
             "x-delivery-limit" in arguments
