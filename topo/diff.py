@@ -133,7 +133,8 @@ def _vhost_defaults() -> dict[str, Any]:
 
 
 def _recreate_dropped_bindings(result: DiffResult, actual: Actual) -> None:
-    """Deleting a queue or exchange drops its bindings: a replace must put them back.
+    """Deleting a queue or exchange drops its bindings (and, on 4.3, an exchange its topic permissions):
+    a replace must put them back.
 
     Every binding on the broker that touches a replaced object is re-created, unless the plan deletes
     it anyway; declared bindings that are new already have a create of their own.
@@ -143,10 +144,18 @@ def _recreate_dropped_bindings(result: DiffResult, actual: Actual) -> None:
         return
     planned = {c.key for c in result.changes}
     deleted = {c.key for c in result.changes if c.action is Action.DELETE}
-    for key, binding in actual.objects.items():
+    for key, obj in actual.objects.items():
+        if key.kind is Kind.TOPIC_PERMISSION and key not in planned:
+            # RabbitMQ 4.3 deletes the topic permissions on an exchange it deletes; writing one again
+            # is harmless where it does not (an identical PUT).
+            exchange = Key(Kind.EXCHANGE, key.vhost, obj.attrs["exchange"])
+            if exchange in replaced:
+                why = f"re-created: replacing exchange {exchange.name!r} drops it"
+                result.changes.append(Change(Action.CREATE, key, None, dict(obj.attrs), why))
+            continue
         if key.kind is not Kind.BINDING or key in planned:
             continue
-        attrs = binding.attrs
+        attrs = obj.attrs
         ends = {
             Key(Kind.EXCHANGE, key.vhost, attrs["source"]),
             Key(Kind(attrs["destination_type"]), key.vhost, attrs["destination"]),

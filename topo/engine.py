@@ -22,10 +22,11 @@ def scope(desired: Desired) -> list[str]:
 
 
 def check_against_broker(desired: Desired, actual: Actual) -> None:
-    """Checks that need the broker: plugin exchange types must be enabled there, and policy apply-to
-    values newer than the broker (classic_queues, quorum_queues, streams: 3.12+) are rejected by it."""
+    """Checks that need the broker (see capabilities.Capabilities): plugin exchange types must be enabled
+    there, policy apply-to values newer than the broker (3.12+) and keys, arguments and values the broker
+    removed or denies (topo.compat: ha-* on 4.x, ...) are refused before any change."""
+    caps = actual.capabilities
     problems = []
-    newer_apply_to = actual.version and _version(actual.version) < (3, 12)
     for key, obj in desired.objects.items():
         where = desired.locations.get(key)
         if key.kind is Kind.EXCHANGE and actual.exchange_types and obj.attrs["type"] not in actual.exchange_types:
@@ -34,16 +35,21 @@ def check_against_broker(desired: Desired, actual: Actual) -> None:
                 f"{', '.join(sorted(actual.exchange_types))}); enable the plugin that provides it"
             )
             problems.append(_problem(where, f"exchanges[{key.name!r}].type", reason))
-        elif (
-            key.kind in (Kind.POLICY, Kind.OPERATOR_POLICY)
-            and newer_apply_to
-            and obj.attrs["apply-to"] not in ("all", "queues", "exchanges")
-        ):
-            reason = (
-                f"apply-to {obj.attrs['apply-to']!r} needs RabbitMQ 3.12+ (the broker runs {actual.version}); "
-                "use all, queues or exchanges"
-            )
-            problems.append(_problem(where, f"policies[{key.name!r}].apply-to", reason))
+        elif key.kind in (Kind.POLICY, Kind.OPERATOR_POLICY):
+            section = "policies" if key.kind is Kind.POLICY else "operator_policies"
+            if not caps.policy_apply_to_queue_types and obj.attrs["apply-to"] not in ("all", "queues", "exchanges"):
+                reason = (
+                    f"apply-to {obj.attrs['apply-to']!r} needs RabbitMQ 3.12+ (the broker runs {actual.version}); "
+                    "use all, queues or exchanges"
+                )
+                problems.append(_problem(where, f"{section}[{key.name!r}].apply-to", reason))
+            for name, reason in caps.refusals(key.kind.value, obj.attrs.get("definition") or {}):
+                reason = f"{reason} (the broker runs {actual.version})"
+                problems.append(_problem(where, f"{section}[{key.name!r}].definition.{name}", reason))
+        elif key.kind is Kind.QUEUE:
+            for name, reason in caps.refusals("queue_argument", obj.attrs.get("arguments") or {}):
+                reason = f"{reason} (the broker runs {actual.version})"
+                problems.append(_problem(where, f"queues[{key.name!r}].arguments.{name}", reason))
     if problems:
         raise ValidationFailed(problems)
 
@@ -90,18 +96,10 @@ def check_privileges(changes: list[Change], actual: Actual) -> None:
         )
 
 
-def _version(text: str) -> tuple[int, ...]:
-    parts = []
-    for part in text.split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
-
-
 def adapt_to_broker(desired: Desired, actual: Actual) -> list[str]:
     """Drops what this broker version cannot store (so it is not planned forever), with a warning."""
     warnings = []
-    if actual.version and _version(actual.version) < (3, 11):
+    if not actual.capabilities.stores_default_queue_type:
         for key in desired.vhosts:
             obj = desired.objects.get(Key(Kind.VHOST, key, key))
             if obj is not None and obj.attrs.pop("default_queue_type", None) is not None:
@@ -117,7 +115,7 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
     if actual is None:
         actual = read_actual(client, scope(desired), manages_access(desired))
     check_against_broker(desired, actual)
-    warnings = [*desired.warnings, *adapt_to_broker(desired, actual)]
+    warnings = [*desired.warnings, *actual.notes, *adapt_to_broker(desired, actual)]
     result = diff(desired, actual)
     check_privileges(result.changes, actual)
     _count_messages(client, result.changes)

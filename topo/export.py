@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from topo.arguments import BUILTIN_EXCHANGE_TYPES
+from topo.capabilities import Capabilities
 from topo.emit import Commented, Flow, Placeholder, dump
 from topo.errors import TopoError, ValidationFailed
 from topo.load import load_topology
@@ -61,8 +61,10 @@ def export_document(actual: Actual, vhosts: list[str], users: bool, keep_hashes:
     document: dict[str, Any] = {"version": 1}
     if users and any(obj.kind is Kind.USER for obj in by_vhost[""]):
         document["users"] = _users(by_vhost[""], keep_hashes, variables)
+    caps = actual.capabilities
     document["vhosts"] = {
-        name: _vhost(name, by_vhost[name], manage_access=users, variables=variables) for name in sorted(vhosts)
+        name: _vhost(name, by_vhost[name], manage_access=users, variables=variables, caps=caps)
+        for name in sorted(vhosts)
     }
     return Exported(document, variables)
 
@@ -93,7 +95,9 @@ def _users(objects: list[Obj], keep_hashes: bool, variables: Variables) -> dict[
     return out
 
 
-def _vhost(name: str, objects: list[Obj], manage_access: bool, variables: Variables) -> dict[str, Any]:
+def _vhost(
+    name: str, objects: list[Obj], manage_access: bool, variables: Variables, caps: Capabilities
+) -> dict[str, Any]:
     of = defaultdict(list)
     for obj in objects:
         of[obj.kind].append(obj)
@@ -107,11 +111,11 @@ def _vhost(name: str, objects: list[Obj], manage_access: bool, variables: Variab
             spec["tags"] = Flow(attrs["tags"])
         if attrs.get("tracing"):
             spec["tracing"] = True
-        if attrs.get("default_queue_type"):
+        if _written_default_type(attrs, caps):
             default_type = spec["default_queue_type"] = attrs["default_queue_type"]
     if of[Kind.VHOST_LIMIT]:
         spec["limits"] = {o.key.name: o.attrs["value"] for o in sorted(of[Kind.VHOST_LIMIT], key=lambda o: o.key)}
-    _section(spec, "exchanges", {o.key.name: _exchange(o) for o in of[Kind.EXCHANGE]})
+    _section(spec, "exchanges", {o.key.name: _exchange(o, caps) for o in of[Kind.EXCHANGE]})
     _section(spec, "queues", {o.key.name: _queue(o, default_type) for o in of[Kind.QUEUE]})
     if of[Kind.BINDING]:
         spec["bindings"] = [_binding(o) for o in sorted(of[Kind.BINDING], key=_binding_order)]
@@ -140,12 +144,19 @@ def _vhost(name: str, objects: list[Obj], manage_access: bool, variables: Variab
     return spec
 
 
+def _written_default_type(attrs: dict[str, Any], caps: Capabilities) -> bool:
+    """Whether the vhost's default_queue_type is something a person wrote: 4.x stores classic on every
+    vhost that never had one set, which means the same as having none."""
+    value = attrs.get("default_queue_type")
+    return bool(value) and not (value == "classic" and caps.always_default_queue_type)
+
+
 def _section(spec: dict[str, Any], name: str, items: dict[str, Any]) -> None:
     if items:
         spec[name] = dict(sorted(items.items()))
 
 
-def _exchange(obj: Obj) -> Any:
+def _exchange(obj: Obj, caps: Capabilities) -> Any:
     attrs = obj.attrs
     # The type is written even when it is the default (direct): readers look for it first.
     spec: dict[str, Any] = {"type": attrs["type"]}
@@ -154,7 +165,7 @@ def _exchange(obj: Obj) -> Any:
             spec[flag] = attrs[flag]
     if attrs["arguments"]:
         spec["arguments"] = deep_sorted(attrs["arguments"])
-    if attrs["type"] not in BUILTIN_EXCHANGE_TYPES:
+    if attrs["type"] not in caps.builtin_exchange_types:
         return Commented(spec, f"Type {attrs['type']} comes from a plugin: enable it on every target broker.")
     return spec
 
@@ -300,6 +311,7 @@ def _round_trip_differences(
             more = f"\n  … and {len(exc.problems) - 20} more" if len(exc.problems) > 20 else ""
             raise TopoError(f"topo cannot declare some of what the source holds:\n{shown}{more}") from None
     out = []
+    caps = actual.capabilities
     for key, have in actual.objects.items():
         if key.kind in (Kind.USER, Kind.USER_LIMIT):
             exported = users
@@ -317,6 +329,8 @@ def _round_trip_differences(
         for name, value in expected.items():
             if name == "password" and value.plaintext is not None:
                 continue  # a ${VARIABLE} placeholder: the value is the user's to supply
+            if name == "default_queue_type" and value is None and not _written_default_type(have.attrs, caps):
+                continue  # left out on purpose (see _written_default_type)
             if not same_value(have.attrs.get(name), value):
                 out.append(f"{key.kind.value} {key.name!r} in vhost {key.vhost!r}: {name} differs")
     return out

@@ -11,6 +11,9 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import requests
+
+from topo.capabilities import Capabilities, read_capabilities
 from topo.client import ManagementClient, api_path
 from topo.errors import BrokerError, TopoError
 from topo.normalize import (
@@ -34,12 +37,10 @@ from topo.redact import register_url_secret
 from topo.state import ACCESS_KINDS, Actual, Kind, Obj
 
 
-def read_overview(client: ManagementClient) -> dict[str, Any]:
-    return client.get(
-        "/api/overview",
-        what="read broker overview",
-        params={"columns": "rabbitmq_version,exchange_types,management_version,cluster_name"},
-    )
+def set_capabilities(actual: Actual, capabilities: Capabilities) -> None:
+    actual.capabilities = capabilities
+    actual.version = capabilities.version
+    actual.exchange_types = set(capabilities.exchange_types)
 
 
 def read_actual(client: ManagementClient, vhosts: Iterable[str], access_control: bool = False) -> Actual:
@@ -51,24 +52,25 @@ def read_actual(client: ManagementClient, vhosts: Iterable[str], access_control:
     """
     wanted = list(dict.fromkeys(vhosts))
     keep = set(wanted)
-    info, vhost_list, definitions, access, whoami = _concurrently(
-        lambda: read_overview(client),
+    notes: list[str] = []
+    capabilities, vhost_list, definitions, access, whoami = _concurrently(
+        lambda: read_capabilities(client, _concurrently),
         lambda: client.get("/api/vhosts", what="list vhosts", params={"disable_stats": "true"}),
-        lambda: _definitions(client, wanted) if wanted else None,
+        lambda: _definitions(client, wanted, notes) if wanted else None,
         lambda: _access(client) if access_control else None,
         lambda: client.get("/api/whoami", what="read the connected user's tags"),
     )
-    actual = Actual(me=client.connection.user, my_tags=set(tags_of(whoami.get("tags"))))
+    actual = Actual(me=client.connection.user, my_tags=set(tags_of(whoami.get("tags"))), notes=notes)
     if access is not None:
         _add_access(actual, *access, keep=keep)
     for item in vhost_list:
         actual.vhosts.add(item["name"])
         if item["name"] in keep:
             _add(actual, vhost_from_broker(item))
+    set_capabilities(actual, capabilities)
     if definitions is not None:
+        restore_internal_exchanges(client, capabilities, definitions, wanted, single=len(wanted) == 1)
         add_definitions(actual, definitions, default_vhost=wanted[0], keep=keep & actual.vhosts)
-    actual.version = str(info.get("rabbitmq_version", ""))
-    actual.exchange_types = {t["name"] for t in info.get("exchange_types", []) if "name" in t}
     return actual
 
 
@@ -87,10 +89,10 @@ def read_for_export(
     path, what = ("/api/definitions", "read definitions")
     if single is not None:
         path, what = api_path("definitions", single), f"read definitions of vhost {single!r}"
-    info, vhost_list, response, access = _concurrently(
-        lambda: read_overview(client),
+    capabilities, vhost_list, response, access = _concurrently(
+        lambda: read_capabilities(client, _concurrently),
         lambda: client.get("/api/vhosts", what="list vhosts", params={"disable_stats": "true"}),
-        lambda: client.request("GET", path, what=what, ok=(400, 401, 404)),
+        lambda: client.request("GET", path, what=what, ok=(400, 401, 404, 500)),
         lambda: _access_if_allowed(client) if single is not None and with_users else None,
     )
     names = [item["name"] for item in vhost_list]
@@ -102,15 +104,18 @@ def read_for_export(
         )
     selected = sorted(set(only or names))
     actual = Actual(me=client.connection.user, vhosts=set(names))
-    actual.version = str(info.get("rabbitmq_version", ""))
-    actual.exchange_types = {t["name"] for t in info.get("exchange_types", []) if "name" in t}
+    set_capabilities(actual, capabilities)
     for item in vhost_list:
         if item["name"] in selected:
             _add(actual, vhost_from_broker(item))
-    if response.status_code in (400, 404):
+    if response.status_code in (400, 404) or (response.status_code == 500 and single is None):
         raise BrokerError(what, response.status_code, response.text[:300])
     # Definitions (and, for one vhost, users) are for administrators: others get what they may list.
-    definitions = _listings(client, selected) if response.status_code == 401 else response.json()
+    if response.status_code == 401:
+        definitions = _listings(client, selected)
+    else:
+        definitions = vhost_definitions(client, single, response, notes) if single is not None else response.json()
+        restore_internal_exchanges(client, capabilities, definitions, selected, single=single is not None)
     if with_users and (response.status_code == 401 or (single is not None and access is None)):
         notes.append(
             f"users and permissions left out: reading them needs the administrator tag, "
@@ -221,17 +226,80 @@ def _access(client: ManagementClient) -> list[Any]:
         ) from None
 
 
-def _definitions(client: ManagementClient, wanted: list[str]) -> dict[str, Any]:
+def _definitions(client: ManagementClient, wanted: list[str], notes: list[str]) -> dict[str, Any]:
     if len(wanted) == 1:
         path = api_path("definitions", wanted[0])
         what = f"read definitions of vhost {wanted[0]!r}"
         # A vhost that does not exist yet answers 400 vhost_not_found (or 404): nothing to read then.
-        response = client.request("GET", path, what=what, ok=(400, 401, 404))
+        response = client.request("GET", path, what=what, ok=(400, 401, 404, 500))
         if response.status_code == 401:
             return _listings(client, wanted)
-        return {} if response.status_code in (400, 404) else response.json()
+        if response.status_code in (400, 404):
+            return {}
+        return vhost_definitions(client, wanted[0], response, notes)
     response = client.request("GET", "/api/definitions", what="read definitions", ok=(401,))
     return _listings(client, wanted) if response.status_code == 401 else response.json()
+
+
+def vhost_definitions(
+    client: ManagementClient, vhost: str, response: requests.Response, notes: list[str]
+) -> dict[str, Any]:
+    """One vhost's definitions, or its listings when the broker cannot give them.
+
+    RabbitMQ 4.x breaks GET /api/definitions/{vhost} for a vhost with non-ASCII characters in its name
+    (4.0: HTTP 500; 4.3: HTTP 200 with a truncated body); its listings are still right.
+    """
+    problem = f"HTTP {response.status_code}" if response.status_code != 200 else ""
+    if not problem:
+        try:
+            body = response.json()
+        except ValueError:
+            problem = f"a truncated body ({len(response.content)} bytes)"
+        else:
+            if isinstance(body, dict):
+                return body
+            problem = "a body that is not an object"
+    notes.append(
+        f"read vhost {vhost!r} from its listings: its definitions (GET /api/definitions/{{vhost}}) came back "
+        f"with {problem}, as RabbitMQ 4.x does for vhost names with non-ASCII characters"
+    )
+    definitions = _listings(client, [vhost])
+    definitions.pop(REFUSED, None)
+    return definitions
+
+
+def restore_internal_exchanges(
+    client: ManagementClient, capabilities: Capabilities, definitions: dict[str, Any], vhosts: list[str], single: bool
+) -> None:
+    """Puts back what 4.x definitions leave out: internal exchanges, and the `internal` flag of the others.
+
+    RabbitMQ 4.3's GET /api/definitions omits exchanges with internal: true and the key itself from the
+    rest; the exchange listing still has both. Without this, an internal exchange would be planned for
+    creation on every run (and never converge).
+    """
+    if not capabilities.definitions_omit_internal_exchanges or not isinstance(definitions.get("exchanges"), list):
+        return
+    if single:
+        listed = client.get_or_none(
+            api_path("exchanges", vhosts[0]),
+            what=f"list exchanges of vhost {vhosts[0]!r}",
+            params={"disable_stats": "true", "columns": _COLUMNS["exchanges"]},
+        )
+    else:
+        listed = client.get(
+            "/api/exchanges", what="list exchanges", params={"disable_stats": "true", "columns": _COLUMNS["exchanges"]}
+        )
+    internal = {(item["vhost"], item["name"]) for item in listed or [] if item.get("internal")}
+    present = set()
+    for item in definitions["exchanges"]:
+        where = (vhosts[0] if single else item.get("vhost"), item.get("name"))
+        present.add(where)
+        item.setdefault("internal", where in internal)
+    for item in listed or []:
+        if item.get("internal") and (item["vhost"], item["name"]) not in present:
+            fields = ("name", "type", "durable", "auto_delete", "internal", "arguments", *([] if single else ["vhost"]))
+            entry = {k: item[k] for k in fields if k in item}
+            definitions["exchanges"].append(entry)
 
 
 # The listings a non-administrator was refused (in what _listings returns): an export says what it lacks.
@@ -255,11 +323,20 @@ def _listings(client: ManagementClient, vhosts: list[str]) -> dict[str, Any]:
     refused: list[str] = []
     result[REFUSED] = refused
     for vhost in vhosts:
+        listings = {}
         for section, columns in _COLUMNS.items():
             params = {"disable_stats": "true", "columns": columns}
-            listing = client.get_or_none(
-                api_path(section, vhost), what=f"list {section} of vhost {vhost!r}", params=params
+            response = client.request(
+                "GET", api_path(section, vhost), what=f"list {section} of vhost {vhost!r}", params=params, ok=(401, 404)
             )
+            listings[section] = response.json() if response.status_code == 200 else None
+            if response.status_code == 401:
+                break
+        if response.status_code == 401:
+            # No permissions on the vhost: RabbitMQ 3.x answers 401, 4.x 404 (as for a missing vhost). Both
+            # read as "not there", so the plan names it the same way on every version.
+            continue
+        for section, listing in listings.items():
             result[section].extend(listing or [])
         result["policies"].extend(
             client.get_or_none(api_path("policies", vhost), what=f"list policies of {vhost!r}") or []

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from topo.capabilities import Capabilities
 from topo.passwords import Password
 from topo.yamlload import line_of
 
@@ -129,5 +130,9 @@ class Actual:
     vhosts: set[str] = field(default_factory=set)  # every vhost on the broker
     exchange_types: set[str] = field(default_factory=set)
     version: str = ""
+    # What the broker is and can do (version, plugins, feature flags...): read once, asked by everything.
+    capabilities: Capabilities = field(default_factory=Capabilities)
     me: str = ""  # the user topo is connected as: its own access is guarded (see plan.lockout)
     my_tags: set[str] = field(default_factory=lambda: {"administrator"})
+    # What the read had to do differently, and why (e.g. a vhost read from its listings): shown to the user.
+    notes: list[str] = field(default_factory=list)
