@@ -144,6 +144,17 @@ def execute(client: ManagementClient, step: Step, allow_data_loss: bool) -> None
         _put_parameter(client, path, change, what)
     else:
         client.put(path, _body(change), what=what)
+        if kind is Kind.VHOST:
+            _set_deletion_protection(client, change, what)
+
+
+def _set_deletion_protection(client: ManagementClient, change: Change, what: str) -> None:
+    """Deletion protection is not part of the vhost PUT: it has an endpoint of its own (4.0.6+)."""
+    want = (change.after or {}).get("protected_from_deletion")
+    if want is None or want == bool((change.before or {}).get("protected_from_deletion", False)):
+        return
+    path = api_path("vhosts", change.key.vhost, "deletion", "protection")
+    client.request("POST" if want else "DELETE", path, what=what, idempotent=True)
 
 
 def _put_parameter(client: ManagementClient, path: str, change: Change, what: str) -> None:

@@ -79,9 +79,11 @@ def diff(desired: Desired, actual: Actual) -> DiffResult:
             result.changes.append(Change(Action.CREATE, key, None, dict(want.attrs)))
             continue
         if key.kind is Kind.VHOST:
-            # Metadata the files leave out is not managed: keep the broker's value.
+            # Metadata the files leave out is not managed: keep the broker's value. A broker without
+            # deletion protection (before 4.0.6) has every vhost unprotected.
+            current = {"protected_from_deletion": False, **have.attrs}
             merged = have.attrs | want.attrs
-            if not all(same_value(have.attrs.get(f), v) for f, v in want.attrs.items()):
+            if not all(same_value(current.get(f), v) for f, v in want.attrs.items()):
                 result.changes.append(Change(Action.UPDATE, key, dict(have.attrs), merged))
             continue
         if all(same_value(have.attrs.get(f), v) for f, v in want.attrs.items()):

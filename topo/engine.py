@@ -6,6 +6,7 @@ from topo.apply import Progress, apply_plan
 from topo.client import ManagementClient
 from topo.diff import Action, Change, diff
 from topo.errors import NotConverged, Problem, TopoError, ValidationFailed
+from topo.normalize import tags_of
 from topo.plan import Plan
 from topo.read import message_counts, read_actual
 from topo.render import display_name
@@ -46,10 +47,43 @@ def check_against_broker(desired: Desired, actual: Actual) -> None:
             for name, reason in caps.refusals(key.kind.value, obj.attrs.get("definition") or {}):
                 reason = f"{reason} (the broker runs {actual.version})"
                 problems.append(_problem(where, f"{section}[{key.name!r}].definition.{name}", reason))
+        elif key.kind is Kind.VHOST and obj.attrs.get("protected_from_deletion") and not caps.deletion_protection:
+            reason = f"deletion protection needs RabbitMQ 4.0.6+ (the broker runs {actual.version}); leave it out"
+            problems.append(_problem(where, f"vhosts[{key.name!r}].protected_from_deletion", reason))
         elif key.kind is Kind.QUEUE:
             for name, reason in caps.refusals("queue_argument", obj.attrs.get("arguments") or {}):
                 reason = f"{reason} (the broker runs {actual.version})"
                 problems.append(_problem(where, f"queues[{key.name!r}].arguments.{name}", reason))
+    if problems:
+        raise ValidationFailed(problems)
+
+
+def check_protected(desired: Desired, changes: list[Change], actual: Actual) -> None:
+    """Refuses, before any request, changes the broker refuses to protected objects: deleting a vhost
+    protected from deletion (4.0.6+) and changing or deleting a user tagged `protected` (4.2+)."""
+    problems = []
+    for change in changes:
+        have = actual.objects.get(change.key)
+        if have is None:
+            continue
+        where = desired.locations.get(change.key)
+        if change.kind is Kind.VHOST and change.action is Action.DELETE and have.attrs.get("protected_from_deletion"):
+            reason = (
+                f"vhost {change.key.name!r} is protected from deletion: RabbitMQ refuses to delete it (412). "
+                "Set protected_from_deletion: false and apply first, then delete it"
+            )
+            problems.append(_problem(where, f"vhosts[{change.key.name!r}]", reason))
+        elif (
+            change.kind is Kind.USER
+            and actual.capabilities.protected_users
+            and "protected" in tags_of(have.attrs.get("tags"))
+        ):
+            verb = "delete" if change.action is Action.DELETE else "change"
+            reason = (
+                f"user {change.key.name!r} is tagged protected: RabbitMQ {actual.version} refuses to {verb} it "
+                "through the HTTP API; leave it out of the files, or remove the tag with rabbitmqctl first"
+            )
+            problems.append(_problem(where, f"users[{change.key.name!r}]", reason))
     if problems:
         raise ValidationFailed(problems)
 
@@ -117,6 +151,7 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
     check_against_broker(desired, actual)
     warnings = [*desired.warnings, *actual.notes, *adapt_to_broker(desired, actual)]
     result = diff(desired, actual)
+    check_protected(desired, result.changes, actual)
     check_privileges(result.changes, actual)
     _count_messages(client, result.changes)
     return Plan(result.changes, result.unmanaged, warnings, me=actual.me)

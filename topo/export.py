@@ -111,6 +111,8 @@ def _vhost(
             spec["tags"] = Flow(attrs["tags"])
         if attrs.get("tracing"):
             spec["tracing"] = True
+        if attrs.get("protected_from_deletion"):
+            spec["protected_from_deletion"] = True
         if _written_default_type(attrs, caps):
             default_type = spec["default_queue_type"] = attrs["default_queue_type"]
     if of[Kind.VHOST_LIMIT]:

@@ -43,7 +43,7 @@ def tags_of(value: Any) -> list[str]:
 def vhost_from_spec(name: str, spec: VhostSpec) -> Obj:
     # Only the metadata the file sets is managed; the rest is filled in from the broker when updating.
     attrs: dict[str, Any] = {}
-    for field in ("description", "tracing", "default_queue_type"):
+    for field in ("description", "tracing", "default_queue_type", "protected_from_deletion"):
         if field in spec.model_fields_set:
             attrs[field] = getattr(spec, field)
     if "tags" in spec.model_fields_set:
@@ -122,15 +122,15 @@ def vhost_from_broker(item: dict[str, Any]) -> Obj:
     default_type = item.get("default_queue_type") or metadata.get("default_queue_type")
     if default_type == "undefined":
         default_type = None
-    return Obj(
-        Key(Kind.VHOST, item["name"], item["name"]),
-        {
-            "description": item.get("description") or metadata.get("description") or "",
-            "tags": tags_of(item.get("tags", metadata.get("tags"))),
-            "tracing": bool(item.get("tracing", False)),
-            "default_queue_type": default_type,
-        },
-    )
+    attrs = {
+        "description": item.get("description") or metadata.get("description") or "",
+        "tags": tags_of(item.get("tags", metadata.get("tags"))),
+        "tracing": bool(item.get("tracing", False)),
+        "default_queue_type": default_type,
+    }
+    if "protected_from_deletion" in item:  # 4.0.6+ only (and not settable through the vhost PUT; see apply)
+        attrs["protected_from_deletion"] = bool(item["protected_from_deletion"])
+    return Obj(Key(Kind.VHOST, item["name"], item["name"]), attrs)
 
 
 def exchange_from_broker(vhost: str, item: dict[str, Any]) -> Obj | None:
