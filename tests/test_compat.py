@@ -111,7 +111,8 @@ def test_queue_mode_deprecated_from_3_12() -> None:
     assert severities(rules_for("3.12").policy_problems({"queue-mode": "lazy"})) == {"queue-mode": Severity.DEPRECATED}
     (problem,) = rules_for("4.3").queue_argument_problems({"x-queue-mode": "lazy"})
     assert problem.severity is Severity.DEPRECATED and not problem.refused
-    assert "no longer checks" in problem.message()
+    assert "no longer checks" in problem.consequence("4.3")
+    assert problem.message() == "queue argument x-queue-mode: has no effect since RabbitMQ 3.12"
 
 
 def test_queue_version_1_ignored_from_4_0_refused_from_4_3_and_2_is_fine() -> None:
@@ -122,6 +123,7 @@ def test_queue_version_1_ignored_from_4_0_refused_from_4_3_and_2_is_fine() -> No
     assert refused.severity is Severity.REMOVED and refused.refused
     assert "x-queue-version: 2" in refused.change.replacement
     assert "x-queue-version: 1" in refused.message()
+    assert refused.consequence("4.3").startswith("RabbitMQ 4.3 refuses it")
     assert rules_for("4.3").queue_argument_problems({"x-queue-version": 2}) == []
     # RabbitMQ tells 1 from true and "1": only the integer is the removed value.
     assert rules_for("4.3").queue_argument_problems({"x-queue-version": True}) == []

@@ -27,6 +27,9 @@ from typing import Any
 
 Version = tuple[int, int, int]
 
+# The newest release line this table was checked against (rabbitmq-server v4.3.5).
+NEWEST_KNOWN: Version = (4, 3, 0)
+
 _VERSION = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+~][0-9A-Za-z.+~-]*)?\s*$")
 
 
@@ -61,7 +64,7 @@ REFUSED = frozenset({Severity.REMOVED, Severity.DENIED})
 class Subject(StrEnum):
     POLICY_KEY = "policy key"
     QUEUE_ARGUMENT = "queue argument"
-    QUEUE_SHAPE = "queue"
+    QUEUE_SHAPE = "transient (non-durable), non-exclusive queue"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +119,9 @@ CHANGES: tuple[Change, ...] = (
         HA_KEYS,
         (
             Stage((3, 13, 0), Severity.DEPRECATED),
-            Stage((4, 0, 0), Severity.REMOVED, 'the broker answers 400 "not recognised policy settings"'),
+            Stage((4, 0, 0), Severity.REMOVED, 'HTTP 400 "not recognised policy settings"'),
         ),
-        "classic queue mirroring (ha-*) was removed in RabbitMQ 4.0",
+        "classic queue mirroring was removed in RabbitMQ 4.0",
         "use quorum queues (type: quorum) or streams for replicated data, and drop the ha-* keys",
         feature="classic_queue_mirroring",
         source="rabbit_mirror_queue_misc.erl: deprecated feature classic_queue_mirroring permitted_by_default "
@@ -129,7 +132,7 @@ CHANGES: tuple[Change, ...] = (
         Subject.POLICY_KEY,
         ("queue-master-locator",),
         (Stage((4, 0, 0), Severity.DEPRECATED), Stage((4, 3, 0), Severity.DENIED)),
-        "queue-master-locator is deprecated since RabbitMQ 4.0 and denied by default from 4.3",
+        "deprecated since RabbitMQ 4.0, denied by default from 4.3",
         "use queue-leader-locator (client-local or balanced)",
         feature="queue_master_locator",
         source="rabbit_queue_location.erl: deprecated feature queue_master_locator permitted_by_default at "
@@ -140,7 +143,7 @@ CHANGES: tuple[Change, ...] = (
         Subject.QUEUE_ARGUMENT,
         ("x-queue-master-locator",),
         (Stage((4, 0, 0), Severity.DEPRECATED), Stage((4, 3, 0), Severity.DENIED)),
-        "x-queue-master-locator is deprecated since RabbitMQ 4.0 and denied by default from 4.3",
+        "deprecated since RabbitMQ 4.0, denied by default from 4.3",
         "use x-queue-leader-locator (client-local or balanced), which classic queues accept from 4.0",
         feature="queue_master_locator",
         source="rabbit_classic_queue:validate_arguments/1 (v4.0.0+) refuses it when queue_master_locator is "
@@ -151,7 +154,7 @@ CHANGES: tuple[Change, ...] = (
         Subject.POLICY_KEY,
         ("queue-mode",),
         (Stage((3, 12, 0), Severity.DEPRECATED),),
-        "queue-mode has had no effect since RabbitMQ 3.12",
+        "has no effect since RabbitMQ 3.12",
         "drop the queue-mode key: " + LAZY_NOTE,
         source="rabbit_variable_queue.erl at v3.12.0: 'there is no distinction between default and lazy "
         "queues'; rabbit_policies.erl still validates queue-mode (default|lazy) at v4.3.5",
@@ -164,7 +167,7 @@ CHANGES: tuple[Change, ...] = (
             Stage((3, 12, 0), Severity.DEPRECATED),
             Stage((4, 3, 0), Severity.DEPRECATED, "4.3 no longer checks its value"),
         ),
-        "x-queue-mode has had no effect since RabbitMQ 3.12",
+        "has no effect since RabbitMQ 3.12",
         "drop x-queue-mode (" + LAZY_NOTE + "); queue arguments are immutable, so removing it re-creates "
         "the queue: do it while the queue is empty",
         source="rabbit_variable_queue.erl at v3.12.0; check_queue_mode removed from rabbit_amqqueue:declare_args/0 "
@@ -175,10 +178,10 @@ CHANGES: tuple[Change, ...] = (
         Subject.QUEUE_ARGUMENT,
         ("x-queue-version",),
         (
-            Stage((4, 0, 0), Severity.DEPRECATED, "4.0 removed classic queue storage v1: the value is ignored"),
+            Stage((4, 0, 0), Severity.DEPRECATED, "the value is ignored"),
             Stage((4, 3, 0), Severity.REMOVED, "the broker answers \"unsupported queue version '1'\""),
         ),
-        "x-queue-version: 1 (classic queue storage v1) was removed: ignored from RabbitMQ 4.0, refused from 4.3",
+        "classic queue storage v1 was removed: ignored from RabbitMQ 4.0, refused from 4.3",
         "use x-queue-version: 2, or drop the argument (2 is the default); queue arguments are immutable, so the "
         "queue is re-created: do it while the queue is empty",
         values=(1,),
@@ -189,8 +192,8 @@ CHANGES: tuple[Change, ...] = (
         "queue-version-1",
         Subject.POLICY_KEY,
         ("queue-version",),
-        (Stage((4, 0, 0), Severity.DEPRECATED, "4.0 removed classic queue storage v1: the value is ignored"),),
-        "queue-version: 1 (classic queue storage v1) has had no effect since RabbitMQ 4.0",
+        (Stage((4, 0, 0), Severity.DEPRECATED, "the value is ignored"),),
+        "classic queue storage v1 was removed: no effect since RabbitMQ 4.0",
         "use queue-version: 2, or drop the key (2 is the default)",
         values=(1,),
         source="rabbit_variable_queue:set_queue_version/2 ignores the version at v4.0.0; rabbit_policies.erl "
@@ -201,7 +204,7 @@ CHANGES: tuple[Change, ...] = (
         Subject.QUEUE_SHAPE,
         (),
         (Stage((3, 13, 0), Severity.DEPRECATED), Stage((4, 3, 0), Severity.DENIED)),
-        "a transient (non-durable) queue that is not exclusive is deprecated, and denied by default from RabbitMQ 4.3",
+        "deprecated since RabbitMQ 3.13, denied by default from 4.3",
         "make it durable (durable: true; add x-expires to remove it when unused), or let the application "
         "declare it as an exclusive queue",
         feature="transient_nonexcl_queues",
@@ -404,16 +407,25 @@ class Problem:
         return self.stage.severity in REFUSED
 
     def message(self) -> str:
+        """The problem in words, e.g. "policy key ha-mode: classic queue mirroring was removed in RabbitMQ 4.0"."""
         if self.key is None:
             subject = self.change.subject.value
         elif self.change.values is None:
             subject = f"{self.change.subject.value} {self.key}"
         else:
             subject = f"{self.change.subject.value} {self.key}: {self.value!r}"
-        text = f"{subject}: {self.change.what}"
-        if self.stage.note:
-            text += f" ({self.stage.note})"
-        return text
+        return f"{subject}: {self.change.what}"
+
+    def consequence(self, version: str) -> str:
+        """What the version does about it, e.g. "RabbitMQ 4.3 refuses it unless its configuration permits it"."""
+        if self.severity is Severity.REMOVED:
+            text = f"RabbitMQ {version} refuses it"
+        elif self.severity is Severity.DENIED:
+            permit = f"deprecated_features.permit.{self.change.feature} = true" if self.change.feature else "it"
+            text = f"RabbitMQ {version} refuses it unless its configuration says {permit}"
+        else:
+            text = f"RabbitMQ {version} accepts it"
+        return f"{text} ({self.stage.note})" if self.stage.note else text
 
 
 @dataclass(frozen=True, slots=True)
