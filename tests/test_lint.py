@@ -358,3 +358,12 @@ def test_colour_only_when_asked(tmp_path: Path) -> None:
     path = write(tmp_path, QUEUES)
     result = run_topo("lint", "-f", str(path), env={"NO_COLOR": None})
     assert "\033[" not in result.stdout  # not a terminal
+
+
+def test_docs_name_every_rule_and_finding_id() -> None:
+    from topo.compat import CHANGES
+
+    docs = (Path(__file__).parent.parent / "docs" / "lint.md").read_text(encoding="utf-8")
+    ids = {each.id for each in RULES} | {change.id for change in CHANGES} | {"unknown-policy-key"}
+    missing = sorted(name for name in ids if f"`{name}`" not in docs)
+    assert missing == []
