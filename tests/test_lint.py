@@ -98,6 +98,26 @@ def test_policy_keys_on_3_10_only_what_3_10_refuses(tmp_path: Path) -> None:
     assert "operator policy key ha-mode is not recognised by RabbitMQ 3.10" in findings[0].message
 
 
+def test_a_key_operator_policies_never_take_is_unknown_not_deprecated(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        vhosts:
+          shop:
+            operator_policies:
+              lazy: {pattern: ".*", definition: {queue-mode: lazy, queue-version: 1}}
+        """,
+    )
+    findings = lint_file(path)
+    assert [(f.rule, f.level) for f in findings] == [
+        ("unknown-policy-key", Level.ERROR),
+        ("queue-version-1", Level.WARNING),
+    ]
+    assert findings[0].message == (
+        "operator policy key queue-mode is not recognised by RabbitMQ 4.0 (and it has no effect since RabbitMQ 3.12)"
+    )
+
+
 def test_unknown_policy_key(tmp_path: Path) -> None:
     path = write(
         tmp_path,

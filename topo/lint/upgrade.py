@@ -37,32 +37,36 @@ def _message(problem: Problem, lint: LintInput) -> str:
 def policy_keys(lint: LintInput) -> Iterator[Finding]:
     for policy in lint.of_kind(Kind.POLICY, Kind.OPERATOR_POLICY):
         definition = policy.attrs.get("definition") or {}
-        for problem in lint.compat.policy_problems(definition):
-            yield lint.finding(
-                _level(problem),
-                problem.change.id,
-                policy,
-                _message(problem, lint),
-                problem.change.replacement,
-                "definition",
-                problem.key,
-            )
-        # Keys the target has no validator for at all, beyond the known removals: 400 "not recognised".
-        covered = {problem.key for problem in lint.compat.policy_problems(definition)}
         operator = policy.kind is Kind.OPERATOR_POLICY
-        for key in lint.compat.unknown_policy_keys(definition, operator=operator):
-            if key in covered:
-                continue
-            what = "operator policy" if operator else "policy"
-            yield lint.finding(
-                Level.ERROR,
-                "unknown-policy-key",
-                policy,
-                f"{what} key {key} is not recognised by RabbitMQ {lint.target_text}",
-                f"remove {key}, or check its spelling against the {what} keys RabbitMQ {lint.target_text} knows",
-                "definition",
-                key,
-            )
+        what = "operator policy" if operator else "policy"
+        unknown = set(lint.compat.unknown_policy_keys(definition, operator=operator))
+        problems = {problem.key: problem for problem in lint.compat.policy_problems(definition)}
+        for key in definition:
+            problem = problems.get(key)
+            if problem is not None and (problem.refused or key not in unknown):
+                yield lint.finding(
+                    _level(problem),
+                    problem.change.id,
+                    policy,
+                    _message(problem, lint),
+                    problem.change.replacement,
+                    "definition",
+                    key,
+                )
+            elif key in unknown:
+                # No validator for it on the target at all: 400 "not recognised policy settings".
+                message = f"{what} key {key} is not recognised by RabbitMQ {lint.target_text}"
+                if problem is not None:  # e.g. queue-mode in an operator policy: never valid there
+                    message += f" (and it {problem.change.what})"
+                yield lint.finding(
+                    Level.ERROR,
+                    "unknown-policy-key",
+                    policy,
+                    message,
+                    f"remove {key}, or check its spelling against the {what} keys RabbitMQ {lint.target_text} knows",
+                    "definition",
+                    key,
+                )
 
 
 @rule("queue-arguments", "removed, denied and deprecated queue arguments")
