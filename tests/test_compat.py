@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from topo.compat import (
+    ANY_PATCH,
     CHANGES,
     DEPRECATED_FEATURES,
     HA_KEYS,
     Severity,
     default_delivery_limit,
     deprecated_feature_stage,
-    next_major,
     parse_version,
     rules_for,
     version_text,
@@ -21,12 +21,13 @@ from topo.compat import (
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("4.0", (4, 0, 0)),
+        ("4.0", (4, 0, ANY_PATCH)),
+        ("4.0.0", (4, 0, 0)),
         ("3.10.8", (3, 10, 8)),
         ("v4.3.5", (4, 3, 5)),
         ("4.3.6-1", (4, 3, 6)),
         ("4.0.0-rc.1", (4, 0, 0)),
-        (" 3.13 ", (3, 13, 0)),
+        (" 3.13 ", (3, 13, ANY_PATCH)),
     ],
 )
 def test_parse_version(text: str, expected: tuple[int, int, int]) -> None:
@@ -39,11 +40,10 @@ def test_parse_version_refuses_what_is_not_a_version(text: str) -> None:
         parse_version(text)
 
 
-def test_version_text_and_next_major() -> None:
-    assert version_text((4, 0, 0)) == "4.0"
+def test_version_text() -> None:
+    assert version_text(parse_version("4.0")) == "4.0"
+    assert version_text((4, 0, 0)) == "4.0.0"
     assert version_text((3, 10, 8)) == "3.10.8"
-    assert next_major((3, 10, 8)) == (4, 0, 0)
-    assert next_major((4, 3, 6)) == (5, 0, 0)
 
 
 def severities(problems: list) -> dict[str, Severity]:
@@ -146,11 +146,17 @@ def test_transient_non_exclusive_queues() -> None:
     assert rules_for("3.12").queue_shape_problems(durable=False) == []
     (deprecated,) = rules_for("3.13").queue_shape_problems(durable=False)
     assert deprecated.severity is Severity.DEPRECATED
-    (denied,) = rules_for("4.3").queue_shape_problems(durable=False)
-    assert denied.severity is Severity.DENIED and denied.refused
+    for version in ("4.3.0", "4.3.5"):
+        (denied,) = rules_for(version).queue_shape_problems(durable=False)
+        assert denied.severity is Severity.DENIED and denied.refused
+        assert "deprecated_features.permit.transient_nonexcl_queues = true" in denied.consequence(version)
     assert denied.change.feature == "transient_nonexcl_queues"
-    assert rules_for("4.3").queue_shape_problems(durable=False, exclusive=True) == []
-    assert rules_for("4.3").queue_shape_problems(durable=True) == []
+    # 4.3.6 (Debian's build, probed) permits them by default again; "4.3" means the newest 4.3.x.
+    for version in ("4.3.6", "4.3"):
+        (again,) = rules_for(version).queue_shape_problems(durable=False)
+        assert again.severity is Severity.DEPRECATED and "4.3.6 permits it" in again.consequence(version)
+    assert rules_for("4.3.0").queue_shape_problems(durable=False, exclusive=True) == []
+    assert rules_for("4.3.0").queue_shape_problems(durable=True) == []
 
 
 def test_refused_queue_arguments_follow_check_declare_arguments() -> None:
@@ -180,6 +186,7 @@ def test_deprecated_features() -> None:
     assert deprecated_feature_stage("classic_queue_mirroring", (4, 0, 0)).severity is Severity.REMOVED
     assert deprecated_feature_stage("transient_nonexcl_queues", (4, 2, 0)).severity is Severity.DEPRECATED
     assert deprecated_feature_stage("transient_nonexcl_queues", (4, 3, 0)).severity is Severity.DENIED
+    assert deprecated_feature_stage("transient_nonexcl_queues", (4, 3, 6)).severity is Severity.DEPRECATED
     assert deprecated_feature_stage("global_qos", (3, 12, 0)) is None
     assert deprecated_feature_stage("no_such_feature", (4, 0, 0)) is None
     assert all(feature.replacement for feature in DEPRECATED_FEATURES.values())

@@ -166,7 +166,8 @@ def test_queue_arguments_and_transient_queues_for_4_0(tmp_path: Path) -> None:
 
 
 def test_queue_arguments_and_transient_queues_for_4_3(tmp_path: Path) -> None:
-    findings = lint_file(write(tmp_path, QUEUES), "4.3")
+    path = write(tmp_path, QUEUES)
+    findings = lint_file(path, "4.3.0")
     levels = {(f.rule, f.name): f.level for f in findings}
     assert levels == {
         ("x-queue-mode", "lazy"): Level.WARNING,
@@ -178,6 +179,9 @@ def test_queue_arguments_and_transient_queues_for_4_3(tmp_path: Path) -> None:
     transient = next(f for f in findings if f.name == "temp")
     assert "durable: true" in transient.fix
     assert "transient_nonexcl_queues" in transient.message
+    # 4.3.6 permits transient non-exclusive queues by default again; "4.3" is the newest 4.3.x.
+    newest = {(f.rule, f.name): f.level for f in lint_file(path, "4.3")}
+    assert newest == {**levels, **{key: Level.WARNING for key in levels if key[0] == "transient-nonexclusive-queue"}}
 
 
 def test_nothing_to_say_before_the_versions_that_changed(tmp_path: Path) -> None:
@@ -304,10 +308,12 @@ def test_a_new_rule_slots_in() -> None:
 
 
 def test_default_target_version() -> None:
-    assert target_version(None) == (4, 3, 0)
-    assert target_version(None, (3, 10, 8)) == (4, 3, 0)
+    newest = target_version("4.3")
+    assert target_version(None) == newest
+    assert target_version(None, (3, 10, 8)) == newest
+    assert target_version(None, (4, 3, 6)) == newest
     assert target_version(None, (4, 5, 1)) == (4, 5, 1)
-    assert target_version("4.0", (3, 10, 8)) == (4, 0, 0)
+    assert target_version("4.0.2", (3, 10, 8)) == (4, 0, 2)
 
 
 # ---- the command -------------------------------------------------------------------------------------
@@ -340,10 +346,10 @@ def test_command_clean(tmp_path: Path) -> None:
 
 def test_command_json(tmp_path: Path) -> None:
     path = write(tmp_path, QUEUES)
-    result = run_topo("lint", "-f", str(path), "--target-version", "4.3", "--json")
+    result = run_topo("lint", "-f", str(path), "--target-version", "4.3.0", "--json")
     assert result.code == 1
     document = json.loads(result.stdout)
-    assert document["target_version"] == "4.3" and document["broker_version"] is None
+    assert document["target_version"] == "4.3.0" and document["broker_version"] is None
     assert document["summary"] == {"error": 4, "warning": 1, "info": 0}
     temp = next(f for f in document["findings"] if f["name"] == "temp")
     assert temp == {

@@ -27,28 +27,27 @@ from typing import Any
 
 Version = tuple[int, int, int]
 
-# The newest release line this table was checked against (rabbitmq-server v4.3.5).
-NEWEST_KNOWN: Version = (4, 3, 0)
+# "4.3" (no patch) stands for every 4.3.x: it is judged as the newest patch release of the line.
+ANY_PATCH = 9999
+# The newest release line this table was checked against: rabbitmq-server's source up to v4.3.5, and
+# Debian's 4.3.6-1 build probed on a real node.
+NEWEST_KNOWN: Version = (4, 3, ANY_PATCH)
 
 _VERSION = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+~][0-9A-Za-z.+~-]*)?\s*$")
 
 
 def parse_version(text: str) -> Version:
-    """'4.0' -> (4, 0, 0); '3.10.8' -> (3, 10, 8); '4.3.6-1' (a package version) -> (4, 3, 6)."""
+    """'3.10.8' -> (3, 10, 8); '4.3.6-1' (a package version) -> (4, 3, 6); '4.0' -> every 4.0.x (the newest)."""
     match = _VERSION.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a RabbitMQ version (expected MAJOR.MINOR or MAJOR.MINOR.PATCH, e.g. 4.0)")
     major, minor, patch = match.groups()
-    return int(major), int(minor), int(patch or 0)
+    return int(major), int(minor), ANY_PATCH if patch is None else int(patch)
 
 
 def version_text(version: Version) -> str:
     major, minor, patch = version
-    return f"{major}.{minor}.{patch}" if patch else f"{major}.{minor}"
-
-
-def next_major(version: Version) -> Version:
-    return version[0] + 1, 0, 0
+    return f"{major}.{minor}" if patch == ANY_PATCH else f"{major}.{minor}.{patch}"
 
 
 class Severity(StrEnum):
@@ -203,14 +202,20 @@ CHANGES: tuple[Change, ...] = (
         "transient-nonexclusive-queue",
         Subject.QUEUE_SHAPE,
         (),
-        (Stage((3, 13, 0), Severity.DEPRECATED), Stage((4, 3, 0), Severity.DENIED)),
-        "deprecated since RabbitMQ 3.13, denied by default from 4.3",
+        (
+            Stage((3, 13, 0), Severity.DEPRECATED),
+            Stage((4, 3, 0), Severity.DENIED),
+            Stage((4, 3, 6), Severity.DEPRECATED, "4.3.6 permits it by default again"),
+        ),
+        "deprecated since RabbitMQ 3.13 (denied by default in 4.3.0 to 4.3.5)",
         "make it durable (durable: true; add x-expires to remove it when unused), or let the application "
         "declare it as an exclusive queue",
         feature="transient_nonexcl_queues",
         source="rabbit_amqqueue.erl: deprecated feature transient_nonexcl_queues permitted_by_default at "
-        "v3.13.0, denied_by_default at v4.3.0 (commit 9b3b332a38); declare/7 refuses non-durable "
-        "non-exclusive queues when it is not permitted",
+        "v3.13.0, denied_by_default at v4.3.0 (commit 9b3b332a38) to v4.3.5; declare/7 refuses non-durable "
+        "non-exclusive queues when it is not permitted. Debian's 4.3.6-1 build has permitted_by_default "
+        "again (its rabbit_amqqueue.beam's attribute; probed: /api/deprecated-features/used reports it "
+        "permitted_by_default and such a queue is declared with 201)",
     ),
 )
 
@@ -248,7 +253,11 @@ DEPRECATED_FEATURES: dict[str, DeprecatedFeature] = {
         ),
         DeprecatedFeature(
             "transient_nonexcl_queues",
-            (Stage((3, 13, 0), Severity.DEPRECATED), Stage((4, 3, 0), Severity.DENIED)),
+            (
+                Stage((3, 13, 0), Severity.DEPRECATED),
+                Stage((4, 3, 0), Severity.DENIED),
+                Stage((4, 3, 6), Severity.DEPRECATED),
+            ),
             "durable queues (with x-expires for cleanup) or exclusive queues",
         ),
         DeprecatedFeature(
