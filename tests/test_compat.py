@@ -200,3 +200,29 @@ def test_table_is_well_formed() -> None:
         assert [stage.since for stage in change.stages] == sorted(stage.since for stage in change.stages)
         if change.feature:
             assert change.feature in DEPRECATED_FEATURES
+
+
+def test_policy_values_per_version() -> None:
+    definition = {
+        "delivery-limit": -1,
+        "message-ttl": "60000",
+        "max-age": "0D",
+        "expires": 0,
+        "overflow": "drop-tail",
+        "queue-version": True,
+        "alternate-exchange": "ae",
+        "max-length": 5,
+        "ha-mode": "all",  # validated elsewhere: not this check's business
+    }
+    problems = dict(rules_for("3.10").policy_value_problems(definition))
+    assert set(problems) == {"delivery-limit", "message-ttl", "max-age", "expires", "overflow", "queue-version"}
+    assert problems["message-ttl"] == "must be an integer >= 0, got str '60000'"
+    assert problems["queue-version"] == "must be an integer from 1 to 2, got bool True"
+    # 4.0 accepts a negative delivery limit; keys a version does not know have no value rule there.
+    assert "delivery-limit" not in dict(rules_for("4.0").policy_value_problems(definition))
+    assert rules_for("3.11").policy_value_problems({"consumer-timeout": -5}) == []
+    assert rules_for("3.12").policy_value_problems({"consumer-timeout": -5}) == [
+        ("consumer-timeout", "must be an integer >= 0, got -5")
+    ]
+    assert rules_for("3.13").policy_value_problems({"stream-filter-size-bytes": 300}) != []
+    assert rules_for("4.3").policy_value_problems({"max-age": "7D", "stream-max-segment-size-bytes": 500_000_000}) == []

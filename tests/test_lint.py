@@ -118,6 +118,30 @@ def test_a_key_operator_policies_never_take_is_unknown_not_deprecated(tmp_path: 
     )
 
 
+def test_policy_values_the_target_refuses(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        vhosts:
+          shop:
+            policies:
+              ttl: {pattern: ".*", definition: {message-ttl: "60000", max-age: 7D}}
+            operator_policies:
+              unlimited: {pattern: ".*", definition: {delivery-limit: -1}}
+        """,
+    )
+    findings = lint_file(path, "3.13")
+    assert [(f.rule, f.name, f.line, f.level) for f in findings] == [
+        ("policy-value", "ttl", 4, Level.ERROR),
+        ("policy-value", "unlimited", 6, Level.ERROR),
+    ]
+    assert findings[0].message == (
+        "policy key message-ttl must be an integer >= 0, got str '60000'; RabbitMQ 3.13 refuses it"
+    )
+    # 4.0 takes a negative delivery limit (unlimited).
+    assert [f.name for f in lint_file(path, "4.0")] == ["ttl"]
+
+
 def test_unknown_policy_key(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -283,6 +307,7 @@ def test_rules_are_registered_once_with_summaries() -> None:
     assert len(ids) == len(set(ids))
     assert {
         "policy-keys",
+        "policy-values",
         "queue-arguments",
         "transient-queues",
         "quorum-delivery-limit",
@@ -390,6 +415,6 @@ def test_docs_name_every_rule_and_finding_id() -> None:
     from topo.compat import CHANGES
 
     docs = (Path(__file__).parent.parent / "docs" / "lint.md").read_text(encoding="utf-8")
-    ids = {each.id for each in RULES} | {change.id for change in CHANGES} | {"unknown-policy-key"}
+    ids = {each.id for each in RULES} | {change.id for change in CHANGES} | {"unknown-policy-key", "policy-value"}
     missing = sorted(name for name in ids if f"`{name}`" not in docs)
     assert missing == []

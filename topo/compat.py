@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from topo.arguments import ArgumentRule, check_argument
+
 Version = tuple[int, int, int]
 
 # "4.3" (no patch) stands for every 4.3.x: it is judged as the newest patch release of the line.
@@ -379,6 +381,50 @@ ARGUMENT_VALUE_STEPS: dict[str, tuple[tuple[Version, tuple[Any, ...] | None], ..
 }
 
 
+def _value(kind: str, **limits: Any) -> ArgumentRule:
+    return ArgumentRule(kind, frozenset(), **limits)
+
+
+_NON_NEGATIVE = _value("int", minimum=0)
+# The values rabbit_policies:validate_policy0/2 accepts for each key it validates (v3.10.8 .. v4.3.5):
+# (since, rule), the last step at or before a version applies. Keys validated elsewhere (ha-*,
+# queue-master-locator, target-group-size, federation, sharding) are not checked here.
+POLICY_VALUE_STEPS: dict[str, tuple[tuple[Version, ArgumentRule], ...]] = {
+    "alternate-exchange": (((3, 10, 0), _value("str")),),
+    "dead-letter-exchange": (((3, 10, 0), _value("str")),),
+    "dead-letter-routing-key": (((3, 10, 0), _value("str")),),
+    "dead-letter-strategy": (((3, 10, 0), _value("str", choices=("at-most-once", "at-least-once"))),),
+    "message-ttl": (((3, 10, 0), _NON_NEGATIVE),),
+    "expires": (((3, 10, 0), _value("int", minimum=1)),),
+    "max-length": (((3, 10, 0), _NON_NEGATIVE),),
+    "max-length-bytes": (((3, 10, 0), _NON_NEGATIVE),),
+    "max-in-memory-length": (((3, 10, 0), _NON_NEGATIVE),),
+    "max-in-memory-bytes": (((3, 10, 0), _NON_NEGATIVE),),
+    "queue-mode": (((3, 10, 0), _value("str", choices=("default", "lazy"))),),
+    "queue-version": (((3, 10, 0), _value("int", minimum=1, maximum=2)),),
+    "overflow": (((3, 10, 0), _value("str", choices=("drop-head", "reject-publish", "reject-publish-dlx"))),),
+    # 4.0 accepts any integer: a negative delivery limit means unlimited.
+    "delivery-limit": (((3, 10, 0), _NON_NEGATIVE), ((4, 0, 0), _value("int"))),
+    "max-age": (((3, 10, 0), _value("str", pattern=r"^0*[1-9][0-9]*[YMDhms]$")),),
+    "queue-leader-locator": (
+        ((3, 10, 0), _value("str", choices=("client-local", "balanced", "random", "least-leaders"))),
+    ),
+    "initial-cluster-size": (((3, 10, 0), _NON_NEGATIVE),),
+    "stream-max-segment-size-bytes": (((3, 10, 0), _value("int", minimum=0, maximum=3_000_000_000)),),
+    "consumer-timeout": (((3, 12, 0), _NON_NEGATIVE),),
+    "stream-filter-size-bytes": (((3, 13, 0), _value("int", minimum=16, maximum=255)),),
+    "consumer-disconnected-timeout": (((4, 3, 0), _NON_NEGATIVE),),
+}
+
+
+def _policy_value_rule(key: str, version: Version) -> ArgumentRule | None:
+    found = None
+    for since, value_rule in POLICY_VALUE_STEPS.get(key, ()):
+        if since <= version:
+            found = value_rule
+    return found
+
+
 def _apply_steps(steps: Iterable[_Step], version: Version) -> frozenset[str]:
     keys: set[str] = set()
     for since, added, removed in steps:
@@ -505,6 +551,15 @@ class VersionRules:
         mine = self.queue_arguments.get(queue_type, frozenset())
         everyone = frozenset().union(*self.queue_arguments.values())
         return [name for name in arguments if name in everyone and name not in mine]
+
+    def policy_value_problems(self, definition: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(key, reason) for each value this version's policy validation refuses ("is not a valid ...")."""
+        problems = []
+        for key, value in definition.items():
+            value_rule = _policy_value_rule(key, self.version)
+            if value_rule is not None and (reason := check_argument(key, value, value_rule)):
+                problems.append((key, reason))
+        return problems
 
     def allowed_values(self, argument: str) -> tuple[Any, ...] | None:
         """The values this version accepts for an argument whose allowed values changed between versions."""

@@ -69,6 +69,22 @@ def policy_keys(lint: LintInput) -> Iterator[Finding]:
                 )
 
 
+@rule("policy-values", "policy and operator-policy values the target version refuses")
+def policy_values(lint: LintInput) -> Iterator[Finding]:
+    for policy in lint.of_kind(Kind.POLICY, Kind.OPERATOR_POLICY):
+        what = "operator policy" if policy.kind is Kind.OPERATOR_POLICY else "policy"
+        for key, reason in lint.compat.policy_value_problems(policy.attrs.get("definition") or {}):
+            yield lint.finding(
+                Level.ERROR,
+                "policy-value",
+                policy,
+                f"{what} key {key} {reason}; RabbitMQ {lint.target_text} refuses it",
+                f"give {key} a value RabbitMQ {lint.target_text} accepts",
+                "definition",
+                key,
+            )
+
+
 @rule("queue-arguments", "removed, denied and deprecated queue arguments")
 def queue_arguments(lint: LintInput) -> Iterator[Finding]:
     for queue in lint.of_kind(Kind.QUEUE):
