@@ -41,6 +41,10 @@ POLICIES: dict[str, tuple[dict[str, Any], set[str]]] = {
     "mirrored": ({"ha-mode": "all", "ha-sync-mode": "automatic"}, {"classic-queue-mirroring"}),
     "lazy-by-policy": ({"queue-mode": "lazy"}, {"queue-mode"}),
     "plain": ({"max-length": 100}, set()),
+    # Values: refused everywhere; refused before 4.0 only (a negative limit is "unlimited" from 4.0).
+    "string-ttl": ({"message-ttl": "60000"}, set()),
+    "zero-expiry": ({"expires": 0}, set()),
+    "unlimited": ({"delivery-limit": -1}, set()),
 }
 # name -> (durable, arguments, the lint findings it must produce for target 4.0)
 QUEUES: dict[str, tuple[bool, dict[str, Any], set[str]]] = {
@@ -62,8 +66,10 @@ def create_legacy_topology(broker: Any, api: Api, vhost: str) -> set[tuple[str, 
     for name, (definition, findings) in POLICIES.items():
         body = {"pattern": f"^{name}$", "apply-to": "queues", "priority": 0, "definition": definition}
         response = put(broker, body, "policies", vhost, name)
-        refused = bool(rules.unknown_policy_keys(definition)) or any(
-            p.refused for p in rules.policy_problems(definition)
+        refused = (
+            bool(rules.unknown_policy_keys(definition))
+            or any(p.refused for p in rules.policy_problems(definition))
+            or bool(rules.policy_value_problems(definition))
         )
         assert (response.status_code >= 400) == refused, (name, response.status_code, response.text)
         if not refused:
