@@ -13,6 +13,7 @@ from topo.compat import (
     default_delivery_limit,
     deprecated_feature_stage,
     parse_version,
+    refusals,
     rules_for,
     version_text,
 )
@@ -226,3 +227,23 @@ def test_policy_values_per_version() -> None:
     ]
     assert rules_for("3.13").policy_value_problems({"stream-filter-size-bytes": 300}) != []
     assert rules_for("4.3").policy_value_problems({"max-age": "7D", "stream-max-segment-size-bytes": 500_000_000}) == []
+
+
+def test_refusals_for_plan_time() -> None:
+    policy = {"ha-mode": "all", "queue-mode": "lazy", "max-length": 5, "message-ttl": "1", "federation-upstream": "x"}
+    assert refusals("policy", policy, (3, 10, 8)) == [
+        ("message-ttl", "message-ttl must be an integer >= 0, got str '1'; RabbitMQ 3.10.8 refuses it")
+    ]
+    found = dict(refusals("policy", policy, (4, 0, 5)))
+    assert list(found) == ["ha-mode", "message-ttl"]
+    assert found["ha-mode"].startswith("policy key ha-mode: classic queue mirroring was removed in RabbitMQ 4.0; ")
+    assert "quorum queues" in found["ha-mode"]
+    # Operator policies never take queue-mode; queue-master-locator is denied from 4.3 only.
+    operator = {"queue-mode": "lazy", "queue-master-locator": "min-masters"}
+    assert [key for key, _ in refusals("operator_policy", operator, (4, 0, 5))] == ["queue-mode"]
+    assert [key for key, _ in refusals("operator_policy", operator, (4, 3))] == ["queue-mode", "queue-master-locator"]
+    arguments = {"x-queue-version": 1, "x-queue-master-locator": "min-masters", "x-queue-mode": "lazy"}
+    assert refusals("queue_argument", arguments, (4, 2, 0)) == []
+    refused = dict(refusals("queue_argument", arguments, (4, 3, 6)))
+    assert list(refused) == ["x-queue-version", "x-queue-master-locator"]
+    assert "deprecated_features.permit.queue_master_locator = true" in refused["x-queue-master-locator"]

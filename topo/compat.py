@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from topo.arguments import ArgumentRule, check_argument
 
@@ -586,3 +586,33 @@ def deprecated_feature_stage(name: str, version: Version) -> Stage | None:
         if stage.since <= version:
             current = stage
     return current
+
+
+# ---- plan-time refusal ----------------------------------------------------------------------------
+
+Where = Literal["policy", "operator_policy", "queue_argument"]
+
+
+def refusals(where: Where, items: Mapping[str, Any], version: tuple[int, ...]) -> list[tuple[str, str]]:
+    """(key, reason) for each key of `items` (a policy definition or queue arguments) that a broker of
+    `version` refuses, so that a plan can refuse it before any change.
+
+    Refused: removed and denied-by-default keys and arguments (with the replacement), policy values the
+    version's validation refuses, and keys operator policies of that version do not know. Unknown keys of
+    ordinary policies are not refused here (plugins add their own keys); `topo lint` reports them.
+    """
+    padded = tuple(version[:3]) + (ANY_PATCH,) * (3 - len(version[:3]))
+    rules = rules_for((padded[0], padded[1], padded[2]))
+    shown = version_text(rules.version)
+    problems = rules.queue_argument_problems(items) if where == "queue_argument" else rules.policy_problems(items)
+    found: dict[str, str] = {}
+    for problem in problems:
+        if problem.refused and problem.key is not None and problem.key not in found:
+            found[problem.key] = f"{problem.message()}; {problem.consequence(shown)}; {problem.change.replacement}"
+    if where != "queue_argument":
+        for key, reason in rules.policy_value_problems(items):
+            found.setdefault(key, f"{key} {reason}; RabbitMQ {shown} refuses it")
+    if where == "operator_policy":
+        for key in rules.unknown_policy_keys(items, operator=True):
+            found.setdefault(key, f"operator policies of RabbitMQ {shown} have no key {key} (400 not recognised)")
+    return [(key, found[key]) for key in items if key in found]
