@@ -94,7 +94,8 @@ def _assert_refused_before_any_change(broker: EmptyBroker, path: Path, refused: 
     before = broker.state()
     result = _topo(broker, "apply", "--auto-approve", "-f", str(exported), env=_plaintext_passwords(path))
     assert result.code == 1, result.output
-    assert f"{refused} was removed in RabbitMQ 4.0" in result.stderr and "quorum queues" in result.stderr
+    assert f"{refused}: policy key {refused}: classic queue mirroring was removed in RabbitMQ 4.0" in result.stderr
+    assert "use quorum queues" in result.stderr
     assert re.search(r"export\.yaml:\d+: policies\[", result.stderr), result.stderr
     assert "topo will perform" not in result.stdout
     assert broker.state() == before

@@ -41,11 +41,15 @@ def test_removed_features_are_refused_at_plan_time_on_4x(
     assert result.code == 1, result.output
     err = result.stderr
     assert "topo will perform" not in result.stdout
-    assert re.search(r"topology\.yaml:\d+: queues\['old-v1'\]\.arguments\.x-queue-version: x-queue-version: 1 was", err)
-    assert "use x-queue-version: 2 or leave it out" in err
-    assert "queues['located'].arguments.x-queue-master-locator" in err and "x-queue-leader-locator" in err
-    assert "policies['mirror-all'].definition.ha-mode: ha-mode was removed in RabbitMQ 4.0" in err
-    assert "policies['mirror-all'].definition.ha-sync-mode" in err and "quorum queues" in err
+    assert re.search(
+        r"topology\.yaml:\d+: queues\['old-v1'\]\.arguments\.x-queue-version: queue argument x-queue-version: 1: "
+        r"classic queue storage v1 was removed",
+        err,
+    ), err
+    assert "use x-queue-version: 2" in err
+    assert "queues['located'].arguments.x-queue-master-locator" in err and "use x-queue-leader-locator" in err
+    assert "policies['mirror-all'].definition.ha-mode: policy key ha-mode: classic queue mirroring was removed" in err
+    assert "policies['mirror-all'].definition.ha-sync-mode" in err and "use quorum queues" in err
     assert "queues['fine']" not in err
     vhosts = {v["name"] for v in api.get("vhosts")}
     assert vhost_name not in vhosts

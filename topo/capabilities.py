@@ -39,7 +39,13 @@ class Capabilities:
     exchange_types: frozenset[str] = frozenset()
     plugins: frozenset[str] | None = None  # enabled plugins; None when the user may not read them
     feature_flags: frozenset[str] | None = None  # enabled feature flags; None when unreadable
-    deprecated_features_used: tuple[str, ...] | None = None  # 4.x only; None when unreadable or older
+    # /api/deprecated-features/used (3.13+), as the broker lists them; None when unreadable or older.
+    deprecated_features_used: tuple[dict[str, Any], ...] | None = None
+
+    @property
+    def deprecated_feature_names(self) -> tuple[str, ...] | None:
+        used = self.deprecated_features_used
+        return None if used is None else tuple(sorted(str(f.get("name", "")) for f in used))
 
     @property
     def release(self) -> tuple[int, int, int]:
@@ -145,5 +151,5 @@ def read_capabilities(
     if isinstance(flags, list):
         extra["feature_flags"] = frozenset(f["name"] for f in flags if f.get("state") == "enabled")
     if isinstance(used, list):
-        extra["deprecated_features_used"] = tuple(sorted(f["name"] for f in used if "name" in f))
+        extra["deprecated_features_used"] = tuple(f for f in used if isinstance(f, dict))
     return from_overview(info, extra)

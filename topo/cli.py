@@ -349,6 +349,58 @@ def _exported(
 
 
 @app.command()
+def lint(
+    files: Files = None,
+    live: Annotated[bool, typer.Option("--live", help="Judge the live broker's state instead of the files.")] = False,
+    target_version: Annotated[
+        str | None,
+        typer.Option(
+            "--target-version",
+            metavar="X.Y",
+            help="RabbitMQ version to check against. Default: the newest topo knows (4.3), or the broker's if newer.",
+        ),
+    ] = None,
+    url: Url = None,
+    user: User = None,
+    password: Password = None,
+    ca_cert: CaCert = None,
+    client_cert: ClientCert = None,
+    client_key: ClientKey = None,
+    insecure: Insecure = False,
+    timeout: Timeout = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    no_color: NoColor = False,
+) -> None:
+    """Advice and the upgrade check: what the target RabbitMQ version refuses or deprecates. Exit 1 on errors."""
+
+    def run() -> int:
+        from topo import lint as linting  # imported on use: the other commands do not need the rules
+
+        lint_target_version = target_version
+        if lint_target_version is not None:
+            linting.target_version(lint_target_version)  # a bad version fails before any file or request
+        if live:
+            options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
+            loaded = load_topology(files) if files else None
+            broker = loaded.broker if loaded is not None else None
+            connection = resolve_connection(env=os.environ, broker=broker, **asdict(options))
+            vhosts = list(loaded.desired.vhosts) if loaded is not None else None
+            lint_input, notes = linting.from_broker(ManagementClient(connection), vhosts, lint_target_version)
+            for note in notes:
+                _err(f"Note: {note}")
+        else:
+            lint_input = linting.from_files(load_topology(files or []), lint_target_version)
+        findings = linting.run(lint_input)
+        if as_json:
+            _out(linting.render_json(findings, lint_input))
+        else:
+            _out(linting.render_text(findings, lint_input, _colour(no_color)))
+        return 1 if any(finding.level is linting.Level.ERROR for finding in findings) else 0
+
+    _guarded(run)
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of topology files (the one in schemas/), for editors."""
     _out(json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n")

@@ -45,14 +45,12 @@ def check_against_broker(desired: Desired, actual: Actual) -> None:
                 )
                 problems.append(_problem(where, f"{section}[{key.name!r}].apply-to", reason))
             for name, reason in caps.refusals(key.kind.value, obj.attrs.get("definition") or {}):
-                reason = f"{reason} (the broker runs {actual.version})"
                 problems.append(_problem(where, f"{section}[{key.name!r}].definition.{name}", reason))
         elif key.kind is Kind.VHOST and obj.attrs.get("protected_from_deletion") and not caps.deletion_protection:
             reason = f"deletion protection needs RabbitMQ 4.0.6+ (the broker runs {actual.version}); leave it out"
             problems.append(_problem(where, f"vhosts[{key.name!r}].protected_from_deletion", reason))
         elif key.kind is Kind.QUEUE:
             for name, reason in caps.refusals("queue_argument", obj.attrs.get("arguments") or {}):
-                reason = f"{reason} (the broker runs {actual.version})"
                 problems.append(_problem(where, f"queues[{key.name!r}].arguments.{name}", reason))
     if problems:
         raise ValidationFailed(problems)
