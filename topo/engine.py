@@ -8,7 +8,7 @@ from topo.diff import Action, Change, diff
 from topo.errors import NotConverged, Problem, TopoError, ValidationFailed
 from topo.normalize import tags_of
 from topo.plan import Plan
-from topo.read import message_counts, read_actual
+from topo.read import internal_queues, message_counts, read_actual
 from topo.render import display_name
 from topo.state import Actual, Desired, Key, Kind, Location
 
@@ -56,16 +56,26 @@ def check_against_broker(desired: Desired, actual: Actual) -> None:
         raise ValidationFailed(problems)
 
 
-def check_protected(desired: Desired, changes: list[Change], actual: Actual) -> None:
+def check_protected(
+    desired: Desired, changes: list[Change], actual: Actual, protected_queues: dict[Key, str] | None = None
+) -> None:
     """Refuses, before any request, changes the broker refuses to protected objects: deleting a vhost
-    protected from deletion (4.0.6+) and changing or deleting a user tagged `protected` (4.2+)."""
+    protected from deletion (4.0.6+), changing or deleting a user tagged `protected` (4.2+), and deleting
+    or replacing a queue an internal component owns (4.1+; `protected_queues`: key -> its owner)."""
     problems = []
     for change in changes:
         have = actual.objects.get(change.key)
         if have is None:
             continue
         where = desired.locations.get(change.key)
-        if change.kind is Kind.VHOST and change.action is Action.DELETE and have.attrs.get("protected_from_deletion"):
+        owner = (protected_queues or {}).get(change.key)
+        if owner is not None and change.action in (Action.DELETE, Action.REPLACE):
+            reason = (
+                f"queue {change.key.name!r} is protected from deletion ({owner}): RabbitMQ {actual.version} "
+                f"refuses to {change.action.value} it; leave it to its owner (declare it as it is, or not at all)"
+            )
+            problems.append(_problem(where, f"queues[{change.key.name!r}]", reason))
+        elif change.kind is Kind.VHOST and change.action is Action.DELETE and have.attrs.get("protected_from_deletion"):
             reason = (
                 f"vhost {change.key.name!r} is protected from deletion: RabbitMQ refuses to delete it (412). "
                 "Set protected_from_deletion: false and apply first, then delete it"
@@ -149,10 +159,22 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
     check_against_broker(desired, actual)
     warnings = [*desired.warnings, *actual.notes, *adapt_to_broker(desired, actual)]
     result = diff(desired, actual)
-    check_protected(desired, result.changes, actual)
+    check_protected(desired, result.changes, actual, _protected_queues(client, result.changes, actual))
     check_privileges(result.changes, actual)
     _count_messages(client, result.changes)
     return Plan(result.changes, result.unmanaged, warnings, me=actual.me)
+
+
+def _protected_queues(client: ManagementClient, changes: list[Change], actual: Actual) -> dict[Key, str]:
+    """Queues the plan deletes or replaces that the broker protects from deletion (read only then)."""
+    if not actual.capabilities.protected_queues:
+        return {}
+    vhosts = {c.key.vhost for c in changes if c.kind is Kind.QUEUE and c.action in (Action.DELETE, Action.REPLACE)}
+    return {
+        Key(Kind.QUEUE, vhost, name): owner
+        for vhost in vhosts
+        for name, owner in internal_queues(client, vhost).items()
+    }
 
 
 def _count_messages(client: ManagementClient, changes: list[Change]) -> None:

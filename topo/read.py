@@ -408,6 +408,24 @@ def add_definitions(actual: Actual, definitions: dict[str, Any], default_vhost: 
                 _add(actual, limit_obj(vhost, name, limit))
 
 
+def internal_queues(client: ManagementClient, vhost: str) -> dict[str, str]:
+    """Queues of `vhost` that an internal component owns (RabbitMQ 4.1+ refuses to delete them): name -> owner."""
+    listing = client.get_or_none(
+        api_path("queues", vhost),
+        what=f"list protected queues of vhost {vhost!r}",
+        params={"disable_stats": "true", "columns": "name,internal,internal_owner"},
+    )
+    found = {}
+    for queue in listing or []:
+        if queue.get("internal") is True:
+            owner = queue.get("internal_owner")
+            if isinstance(owner, dict) and owner.get("name"):
+                found[queue["name"]] = f"owned by {owner.get('kind', 'object')} {owner['name']!r}"
+            else:
+                found[queue["name"]] = "owned by the broker"
+    return found
+
+
 def message_counts(client: ManagementClient, vhost: str, names: set[str] | None = None) -> dict[str, int | None]:
     """Messages per queue in a vhost (of `names`, or all), None where the broker cannot say.
 
