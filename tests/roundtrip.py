@@ -116,8 +116,8 @@ def comparable(definitions: dict[str, Any], vhosts: list[dict[str, Any]]) -> dic
     """Everything topo manages, keyed per object, in one canonical form.
 
     Left out on purpose: the round trip's own administrator and its permissions (the broker grants a
-    vhost's creator access), built-in exchanges, and global parameters (cluster_name and the broker's
-    internal_cluster_id, which topo does not manage).
+    vhost's creator access), built-in exchanges, and global parameters (the corpus holds only the
+    default cluster_name and the broker's internal_cluster_id, which an export leaves out).
     """
     state: dict[str, Any] = {}
     for vhost in vhosts:

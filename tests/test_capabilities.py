@@ -11,7 +11,7 @@ from topo.capabilities import Capabilities, from_overview, parse_version
 from topo.diff import Action, Change
 from topo.engine import check_against_broker, check_protected
 from topo.errors import ValidationFailed
-from topo.state import Actual, Desired, Key, Kind, Location, Obj
+from topo.state import OFFLINE, Actual, Desired, Key, Kind, Location, Obj
 
 
 @pytest.mark.parametrize(
@@ -55,7 +55,7 @@ def _desired(*objects: Obj) -> Desired:
 
 
 def _actual(version: str, *objects: Obj) -> Actual:
-    actual = Actual(capabilities=Capabilities(version), version=version)
+    actual = Actual(OFFLINE, capabilities=Capabilities(version), version=version)
     for obj in objects:
         actual.objects[obj.key] = obj
     return actual

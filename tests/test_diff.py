@@ -12,6 +12,17 @@ from typing import Any, cast
 import pytest
 
 from topo.diff import Action, Change, DiffResult, diff
+from topo.kinds.binding import from_broker as binding_from_broker
+from topo.kinds.binding import from_fields as binding_from_fields
+from topo.kinds.exchange import from_broker as exchange_from_broker
+from topo.kinds.exchange import from_spec as exchange_from_spec
+from topo.kinds.policy import from_broker as policy_from_broker
+from topo.kinds.policy import from_spec as policy_from_spec
+from topo.kinds.queue import from_broker as queue_from_broker
+from topo.kinds.queue import from_spec as queue_from_spec
+from topo.kinds.vhost import from_broker as vhost_from_broker
+from topo.kinds.vhost import from_spec as vhost_from_spec
+from topo.kinds.vhost_limit import limit_obj
 from topo.model import (
     ClassicQueueSpec,
     ExchangeSpec,
@@ -20,21 +31,8 @@ from topo.model import (
     StreamQueueSpec,
     VhostSpec,
 )
-from topo.normalize import (
-    binding_from_broker,
-    binding_from_fields,
-    exchange_from_broker,
-    exchange_from_spec,
-    limit_obj,
-    policy_from_broker,
-    policy_from_spec,
-    queue_from_broker,
-    queue_from_spec,
-    vhost_from_broker,
-    vhost_from_spec,
-)
 from topo.read import add_definitions
-from topo.state import Actual, Desired, Key, Kind, Obj
+from topo.state import OFFLINE, Actual, Desired, Key, Kind, Obj
 
 V = "/"
 
@@ -139,7 +137,7 @@ def broker_policy(name: str, vhost: str = V, kind: Kind = Kind.POLICY, **item: A
 
 
 def actual(*objects: Obj | None, vhosts: Iterable[str] = (V,)) -> Actual:
-    result = Actual()
+    result = Actual(OFFLINE)
     result.vhosts = set(vhosts)
     for vhost in result.vhosts:
         result.objects[Key(Kind.VHOST, vhost, vhost)] = broker_vhost(vhost)
@@ -587,7 +585,7 @@ def test_builtin_and_transient_objects_are_never_unmanaged_or_pruned() -> None:
 
 def read_from(definitions: dict[str, Any], vhost: str = V) -> Actual:
     """The pure half of read_actual: a definitions export as the broker returns it -> actual state."""
-    actual = Actual(vhosts={vhost})
+    actual = Actual(OFFLINE, vhosts={vhost})
     vhost_obj = vhost_from_broker({"name": vhost, "description": "", "tags": [], "tracing": False})
     actual.objects[vhost_obj.key] = vhost_obj
     add_definitions(actual, definitions, default_vhost=vhost, keep={vhost})

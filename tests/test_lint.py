@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run_topo
+from topo.kinds.policy import from_broker as policy_from_broker
+from topo.kinds.queue import from_broker as queue_from_broker
 from topo.lint import RULES, Finding, Level, LintInput, from_files, rule, run, target_version
 from topo.lint.core import Rule
 from topo.lint.policies import applying
 from topo.load import load_topology
-from topo.normalize import policy_from_broker, queue_from_broker
 from topo.state import Kind
 
 

@@ -8,16 +8,22 @@ import pytest
 
 from topo.diff import Action, Change
 from topo.errors import UnsafePlan
-from topo.plan import Plan, Step, steps
+from topo.plan import Held, Plan, Step, steps
 from topo.state import Key, Kind
 
 C, U, R, D = Action.CREATE, Action.UPDATE, Action.REPLACE, Action.DELETE
 
 
-def change(action: Action, kind: Kind, name: str, vhost: str = "/", messages: int | None = None) -> Change:
+def change(action: Action, kind: Kind, name: str, vhost: str = "/") -> Change:
     before = None if action is Action.CREATE else {"x": 1}
     after = None if action is Action.DELETE else {"x": 2}
-    return Change(action, Key(kind, vhost, name), before, after, messages=messages)
+    return Change(action, Key(kind, vhost, name), before, after)
+
+
+def plan_with_counts(changes: list[tuple[Change, int | None]]) -> Plan:
+    """A plan with the message counts the broker reported beside its changes (None: not counted)."""
+    held = {c.key: Held(count) for c, count in changes if count is not None}
+    return Plan([c for c, _ in changes], held=held)
 
 
 def as_tuples(result: list[Step]) -> list[tuple[Action, Kind, str]]:
@@ -209,21 +215,22 @@ def test_plan_sorts_changes_for_display() -> None:
 
 
 def lossy_plan() -> Plan:
-    return Plan(
+    return plan_with_counts(
         [
-            change(D, Kind.QUEUE, "orders", messages=5),
-            change(R, Kind.QUEUE, "payments", messages=3),
-            change(D, Kind.QUEUE, "empty", messages=0),
-            change(R, Kind.QUEUE, "uncounted"),
-            change(D, Kind.VHOST, "old", vhost="old", messages=10),
-            change(C, Kind.QUEUE, "fresh"),
+            (change(D, Kind.QUEUE, "orders"), 5),
+            (change(R, Kind.QUEUE, "payments"), 3),
+            (change(D, Kind.QUEUE, "empty"), 0),
+            (change(R, Kind.QUEUE, "uncounted"), None),
+            (change(D, Kind.VHOST, "old", vhost="old"), 10),
+            (change(C, Kind.QUEUE, "fresh"), None),
         ]
     )
 
 
 def test_data_loss_lists_only_destructive_changes_with_messages() -> None:
-    losses = lossy_plan().data_loss()
-    assert sorted((c.key.name, c.messages) for c in losses) == [("old", 10), ("orders", 5), ("payments", 3)]
+    plan = lossy_plan()
+    losses = plan.data_loss()
+    assert sorted((c.key.name, plan.messages(c)) for c in losses) == [("old", 10), ("orders", 5), ("payments", 3)]
 
 
 def test_unsafe_plan_is_refused_without_the_flag() -> None:
@@ -242,6 +249,6 @@ def test_unsafe_plan_is_allowed_with_the_flag() -> None:
 
 
 def test_deleting_empty_queues_is_safe() -> None:
-    plan = Plan([change(D, Kind.QUEUE, "empty", messages=0), change(R, Kind.QUEUE, "also-empty")])
+    plan = plan_with_counts([(change(D, Kind.QUEUE, "empty"), 0), (change(R, Kind.QUEUE, "also-empty"), None)])
     assert plan.data_loss() == []
     plan.raise_if_unsafe(allow_data_loss=False)

@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 
 from topo.diff import Action, Change
-from topo.normalize import binding_from_fields, limit_obj, parameter_obj
-from topo.plan import Plan
+from topo.kinds.binding import from_fields as binding_from_fields
+from topo.kinds.parameter import parameter_obj
+from topo.kinds.vhost_limit import limit_obj
+from topo.plan import Held, Plan
 from topo.render import UNMANAGED_SHOWN, plan_to_json, render_json, render_text
 from topo.state import Key, Kind, Obj
 
@@ -79,7 +81,7 @@ def full_plan() -> Plan:
             None,
             {"description": "", "tags": ["a", "b"], "tracing": False, "default_queue_type": None},
         ),
-        Change(Action.DELETE, Key(Kind.VHOST, "old", "old"), {}, None, "declared absent", messages=12),
+        Change(Action.DELETE, Key(Kind.VHOST, "old", "old"), {}, None, "declared absent"),
         Change(Action.CREATE, Key(Kind.VHOST_LIMIT, "/", "max-queues"), None, {"value": 100}),
         Change(Action.UPDATE, Key(Kind.VHOST_LIMIT, "/", "max-connections"), {"value": 10}, {"value": 20}),
         Change(Action.DELETE, Key(Kind.VHOST_LIMIT, "new", "max-connections"), {"value": 5}, None, "declared absent"),
@@ -128,10 +130,9 @@ def full_plan() -> Plan:
             queue_attrs(arguments={"x-message-ttl": 60000}),
             queue_attrs(arguments={"x-message-ttl": 120000}),
             "arguments.x-message-ttl: 60000 → 120000 (immutable)",
-            messages=3,
         ),
-        Change(Action.DELETE, Key(Kind.QUEUE, "/", "scratch"), queue_attrs(), None, "not declared (prune)", 1),
-        Change(Action.DELETE, Key(Kind.QUEUE, "/", "drained"), queue_attrs(), None, "declared absent", 0),
+        Change(Action.DELETE, Key(Kind.QUEUE, "/", "scratch"), queue_attrs(), None, "not declared (prune)"),
+        Change(Action.DELETE, Key(Kind.QUEUE, "/", "drained"), queue_attrs(), None, "declared absent"),
         binding_change(Action.CREATE, binding("orders", "café.commandes", "order.created")),
         binding_change(
             Action.CREATE,
@@ -151,7 +152,14 @@ def full_plan() -> Plan:
         binding("orders", "manual", "debug.#"),
         limit_obj("new", "max-queues", 7),
     ]
-    return Plan(changes, unmanaged, ["exchange type x-delayed-message needs the delayed message plugin"])
+    # What the broker counted, kept beside the changes.
+    held = {
+        Key(Kind.VHOST, "old", "old"): Held(12),
+        Key(Kind.QUEUE, "/", "payments"): Held(3),
+        Key(Kind.QUEUE, "/", "scratch"): Held(1),
+        Key(Kind.QUEUE, "/", "drained"): Held(0),
+    }
+    return Plan(changes, unmanaged, ["exchange type x-delayed-message needs the delayed message plugin"], held=held)
 
 
 def test_text_without_colour_matches_golden() -> None:
@@ -238,7 +246,7 @@ def test_json_shape() -> None:
         assert item["before"] == change.before
         assert item["after"] == change.after
         assert item["reason"] == change.reason
-        assert item["messages"] == change.messages
+        assert item["messages"] == plan.messages(change)
     assert data["summary"] == {"add": 10, "change": 4, "replace": 2, "destroy": 8}
     assert sorted(c["name"] for c in data["data_loss"]) == ["old", "payments", "scratch"]
     assert data["warnings"] == ["exchange type x-delayed-message needs the delayed message plugin"]

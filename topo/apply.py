@@ -4,32 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any
-from urllib.parse import quote
 
 from topo import bulk
-from topo.client import ManagementClient, api_path
-from topo.diff import Action, Change
-from topo.errors import ApplyFailed, BrokerError, StepRefused
+from topo.client import ManagementClient
+from topo.diff import Action
+from topo.errors import ApplyFailed, BrokerError
+from topo.kinds import definition
+from topo.kinds.base import Phase
 from topo.plan import Plan, Step, stages
-from topo.read import message_counts
-from topo.redact import mask_uris
 from topo.render import display_name
-from topo.state import Kind, same_value
+from topo.state import Kind
 
 Progress = Callable[[int, int, Step], None]
 # Concurrent requests within a stage: enough to keep a broker busy, few enough not to swamp it.
 PARALLELISM = 16
-
-_ENDPOINTS = {
-    Kind.VHOST_LIMIT: "vhost-limits",
-    Kind.POLICY: "policies",
-    Kind.OPERATOR_POLICY: "operator-policies",
-    Kind.EXCHANGE: "exchanges",
-    Kind.QUEUE: "queues",
-    Kind.PERMISSION: "permissions",
-}
-
 
 def describe(step: Step) -> str:
     change = step.change
@@ -41,137 +29,10 @@ def describe(step: Step) -> str:
     return f"{verb} {change.kind.value} {display_name(change.key, attrs)}{where}"
 
 
-def _body(change: Change) -> dict[str, Any]:
-    attrs = dict(change.after or {})
-    kind = change.kind
-    if kind is Kind.VHOST:
-        # A vhost PUT replaces description and tags: always send every field.
-        body: dict[str, Any] = {
-            "description": attrs.get("description", ""),
-            "tags": ",".join(attrs.get("tags", [])),
-            "tracing": attrs.get("tracing", False),
-        }
-        if attrs.get("default_queue_type"):
-            body["default_queue_type"] = attrs["default_queue_type"]
-        return body
-    if kind is Kind.QUEUE:
-        # Always name the type: an omitted x-queue-type means the vhost's default, not necessarily classic.
-        arguments = {"x-queue-type": attrs["type"], **attrs["arguments"]}
-        return {"durable": attrs["durable"], "auto_delete": attrs["auto_delete"], "arguments": arguments}
-    if kind is Kind.BINDING:
-        return {"routing_key": attrs["routing_key"], "arguments": attrs["arguments"]}
-    if kind is Kind.USER:
-        # A user PUT without a password or hash clears the password: always send the hash (the current
-        # one when unchanged; one computed here, never the plaintext, when it changes).
-        password_hash, algorithm = attrs["password"].to_broker()
-        return {"password_hash": password_hash, "hashing_algorithm": algorithm, "tags": ",".join(attrs["tags"])}
-    if kind is Kind.PARAMETER:
-        return {"value": attrs["value"]}
-    if kind is Kind.TOPIC_PERMISSION:
-        return {"exchange": attrs["exchange"], "write": attrs["write"], "read": attrs["read"]}
-    return attrs
-
-
-def _binding_path(change: Change) -> str:
-    attrs = change.after if change.after is not None else change.before
-    assert attrs is not None
-    short = "q" if attrs["destination_type"] == "queue" else "e"
-    return api_path("bindings", change.key.vhost, "e", attrs["source"], short, attrs["destination"])
-
-
-def _delete_binding(client: ManagementClient, change: Change, what: str) -> None:
-    # Bindings are deleted by properties_key, which for bindings with arguments only the broker can
-    # compute: list the bindings between the two ends and pick the matching one.
-    attrs = change.before or {}
-    path = _binding_path(change)
-    existing = client.get_or_none(path, what=what) or []
-    for item in existing:
-        if item.get("routing_key", "") == attrs["routing_key"] and same_value(
-            item.get("arguments") or {}, attrs["arguments"]
-        ):
-            client.delete(f"{path}/{quote(item['properties_key'], safe='')}", what=what)
-            return
-
-
-def _refuse_if_messages_arrived(client: ManagementClient, change: Change, what: str) -> None:
-    """Counts again just before a delete the broker cannot make conditional (quorum, stream, vhost)."""
-    names = None if change.kind is Kind.VHOST else {change.key.name}
-    counts = message_counts(client, change.key.vhost, names)
-    if any(count is None or count > 0 for count in counts.values()):
-        held = sum(count or 0 for count in counts.values())
-        raise StepRefused(what, f"it now holds messages ({held} counted) that the plan did not; --allow-data-loss")
-
-
 def execute(client: ManagementClient, step: Step, allow_data_loss: bool) -> None:
-    change, what = step.change, describe(step)
-    kind, vhost, name = change.kind, change.key.vhost, change.key.name
-    if kind is Kind.VHOST:
-        path = api_path("vhosts", vhost)
-    elif kind is Kind.USER:
-        path = api_path("users", name)
-    elif kind is Kind.USER_LIMIT:
-        attrs = change.after or change.before or {}
-        path = api_path("user-limits", attrs["user"], attrs["name"])
-    elif kind is Kind.TOPIC_PERMISSION:
-        attrs = change.after or change.before or {}
-        path = api_path("topic-permissions", vhost, attrs["user"])
-        if step.phase is Action.DELETE:
-            # The per-exchange path: the plain one would remove all of the user's entries in the vhost.
-            path = api_path("topic-permissions", vhost, attrs["user"], attrs["exchange"])
-    elif kind is Kind.BINDING:
-        path = _binding_path(change)
-    elif kind is Kind.PARAMETER:
-        attrs = change.after or change.before or {}
-        path = api_path("parameters", attrs["component"], vhost, attrs["name"])
-    else:
-        path = api_path(_ENDPOINTS[kind], vhost, name)
-    if step.phase is Action.DELETE:
-        if kind is Kind.BINDING:
-            _delete_binding(client, change, what)
-        elif kind is Kind.QUEUE and not allow_data_loss and (change.before or {}).get("type") == "classic":
-            # The plan saw no messages; if some arrived since, let the broker refuse instead of losing them.
-            # Only classic queues honour if-empty: quorum queues reject it, streams ignore it.
-            client.request("DELETE", path + "?if-empty=true", what=what, ok=(404,))
-        else:
-            if kind in (Kind.QUEUE, Kind.VHOST) and not allow_data_loss:
-                _refuse_if_messages_arrived(client, change, what)
-            client.delete(path, what=what)
-    elif kind is Kind.BINDING:
-        client.request("POST", path, what=what, body=_body(change), idempotent=True)
-    elif kind in (Kind.VHOST_LIMIT, Kind.USER_LIMIT):
-        client.put(path, {"value": (change.after or {})["value"]}, what=what)
-    elif kind is Kind.PARAMETER:
-        _put_parameter(client, path, change, what)
-    else:
-        client.put(path, _body(change), what=what)
-        if kind is Kind.VHOST:
-            _set_deletion_protection(client, change, what)
-
-
-def _set_deletion_protection(client: ManagementClient, change: Change, what: str) -> None:
-    """Deletion protection is not part of the vhost PUT: it has an endpoint of its own (4.0.6+)."""
-    want = (change.after or {}).get("protected_from_deletion")
-    if want is None or want == bool((change.before or {}).get("protected_from_deletion", False)):
-        return
-    path = api_path("vhosts", change.key.vhost, "deletion", "protection")
-    client.request("POST" if want else "DELETE", path, what=what, idempotent=True)
-
-
-def _put_parameter(client: ManagementClient, path: str, change: Change, what: str) -> None:
-    try:
-        client.put(path, _body(change), what=what)
-    except BrokerError as exc:
-        value = (change.after or {}).get("value")
-        if mask_uris(value) == value:
-            raise
-        # The plugin's validation error repeats the URI in Erlang's notation (quotes escaped, non-ASCII as
-        # byte lists, split at / or :), which no scrubbing of the known password can be sure to catch.
-        headline = exc.reason.strip().splitlines()[0] if exc.reason.strip() else "refused"
-        reason = (
-            f"{headline} (the broker's details are not shown: they repeat a URI with its password; check the "
-            "URI's form, and percent-encode @ / : # ? and spaces in the password)"
-        )
-        raise BrokerError(exc.action, exc.status, reason) from None
+    """The step's request(s), as its kind writes them (topo/kinds/<kind>.py)."""
+    phase = Phase.DELETE if step.phase is Action.DELETE else Phase.WRITE
+    definition(step.change.kind).write(client, step.change, phase, describe(step), allow_data_loss)
 
 
 def apply_plan(
@@ -232,18 +93,13 @@ def apply_plan(
 def _serial_groups(stage: list[Step]) -> list[list[Step]]:
     """Steps that must not run concurrently, grouped; everything else is a group of one.
 
-    RabbitMQ keeps all limits of a vhost (or a user) in one record that each PUT reads, changes and
-    writes back: two concurrent limit PUTs on one vhost lose one of the two (seen on 3.10).
+    Each kind says which of its steps must not overlap (limits: one record per vhost or user).
     """
     groups: dict[object, list[Step]] = {}
     for index, step in enumerate(stage):
         change = step.change
-        key: object = index
-        if change.kind is Kind.VHOST_LIMIT:
-            key = ("limits", change.key.vhost)
-        elif change.kind is Kind.USER_LIMIT:
-            key = ("user limits", (change.after or change.before or {})["user"])
-        groups.setdefault(key, []).append(step)
+        group = definition(change.kind).serial_group(change.key, change.after or change.before or {})
+        groups.setdefault(index if group is None else group, []).append(step)
     return list(groups.values())
 
 

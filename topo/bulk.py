@@ -13,30 +13,17 @@ from typing import Any
 from topo.client import ManagementClient, api_path
 from topo.diff import Action
 from topo.errors import BrokerError
+from topo.kinds import definition
 from topo.plan import Step
-from topo.state import Kind
 
 # Below this many objects per stage, individual requests are as fast and report errors precisely.
 BULK_MINIMUM = 100
-_SECTIONS = {Kind.EXCHANGE: "exchanges", Kind.QUEUE: "queues", Kind.BINDING: "bindings"}
 
 
 def eligible(stage: list[Step]) -> bool:
     return len(stage) >= BULK_MINIMUM and all(
-        step.phase is Action.CREATE and step.change.kind in _SECTIONS for step in stage
+        step.phase is Action.CREATE and definition(step.change.kind).bulk_section is not None for step in stage
     )
-
-
-def _definition(step: Step) -> dict[str, Any]:
-    attrs = step.change.after or {}
-    kind, name = step.change.kind, step.change.key.name
-    if kind is Kind.EXCHANGE:
-        return {"name": name, **attrs}
-    if kind is Kind.QUEUE:
-        # Always name the type: an omitted x-queue-type means the vhost's default, not necessarily classic.
-        arguments = {"x-queue-type": attrs["type"], **attrs["arguments"]}
-        return {"name": name, "durable": attrs["durable"], "auto_delete": attrs["auto_delete"], "arguments": arguments}
-    return dict(attrs)
 
 
 def create(client: ManagementClient, stage: list[Step]) -> tuple[list[Step], list[Step]]:
@@ -49,7 +36,10 @@ def create(client: ManagementClient, stage: list[Step]) -> tuple[list[Step], lis
     for vhost, steps in by_vhost.items():
         body: dict[str, list[dict[str, Any]]] = {}
         for step in steps:
-            body.setdefault(_SECTIONS[step.change.kind], []).append(_definition(step))
+            kind = definition(step.change.kind)
+            assert kind.bulk_section is not None  # see eligible()
+            entry = kind.bulk_definition(step.change.key, step.change.after or {})
+            body.setdefault(kind.bulk_section, []).append(entry)
         counts = ", ".join(f"{len(items)} {section}" for section, items in body.items())
         try:
             # Importing the same new objects twice is harmless, so a dropped connection is retried.

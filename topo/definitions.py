@@ -21,45 +21,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from topo.capabilities import Capabilities
 from topo.errors import Problem, ValidationFailed
-from topo.model import (
-    BindingSpec,
-    ExchangeSpec,
-    FederationUpstreamSetSpec,
-    FederationUpstreamSpec,
-    LimitsSpec,
-    PermissionSpec,
-    PolicySpec,
-    QueueSpec,
-    ShovelSpec,
-    TopicPermissionSpec,
-    UserLimitsSpec,
-    UserSpec,
-    VhostSpec,
-)
-from topo.normalize import (
-    PARAMETER_SECTIONS,
-    PLUGIN_PREFIX,
-    TRANSIENT_QUEUE_PREFIXES,
-    binding_from_broker,
-    exchange_from_broker,
-    is_builtin_exchange,
-    parameter_obj,
-    permission_obj,
-    policy_from_broker,
-    queue_from_broker,
-    set_limits,
-    topic_permission_obj,
-    user_from_broker,
-    user_limit_obj,
-    vhost_from_broker,
-)
+from topo.kinds import definition, registry
+from topo.kinds.binding import from_broker as binding_from_broker
+from topo.kinds.exchange import from_broker as exchange_from_broker
+from topo.kinds.parameter import PARAMETER_SECTIONS, parameter_obj
+from topo.kinds.permission import permission_obj
+from topo.kinds.policy import from_broker as policy_from_broker
+from topo.kinds.queue import from_broker as queue_from_broker
+from topo.kinds.topic_permission import topic_permission_obj
+from topo.kinds.user import from_broker as user_from_broker
+from topo.kinds.user_limit import user_limit_obj
+from topo.kinds.vhost import from_broker as vhost_from_broker
+from topo.normalize import PLUGIN_PREFIX, TRANSIENT_QUEUE_PREFIXES, is_builtin_exchange, set_limits
 from topo.passwords import ALGORITHMS, DEFAULT_ALGORITHM, Password, hash_problem
-from topo.read import add_definitions
-from topo.state import ACCESS_KINDS, Actual, Key, Kind, Obj, canonical
+from topo.read import add_definitions, broker_wide_kinds
+from topo.state import OFFLINE, Actual, Key, Kind, Obj, canonical
 
 SECTIONS = (
     "users", "vhosts", "permissions", "topic_permissions", "parameters", "global_parameters", "policies",
@@ -285,7 +265,7 @@ def _read(reader: _Reader) -> FromDefinitions:
     if ignored:
         reader.notes.append(f"ignored top-level keys RabbitMQ does not read: {', '.join(ignored)}")
     _fill_in_vhosts(reader)
-    actual = Actual()
+    actual = Actual(OFFLINE)
     # The version that wrote the file decides what its values mean (4.x writes default_queue_type: classic
     # on every vhost, set or not).
     version = str(data.get("rabbit_version") or data.get("rabbitmq_version") or "")
@@ -298,14 +278,20 @@ def _read(reader: _Reader) -> FromDefinitions:
     vhosts = set(declared_vhosts) | {item["vhost"] for section in TOPOLOGY_SECTIONS for item in definitions[section]}
     users = _users(reader, actual)
     _access(reader, actual, known, users if "users" in data else None)
-    vhosts |= {key.vhost for key in actual.objects if key.kind in ACCESS_KINDS}
+    vhosts |= {key.vhost for key in actual.objects if definition(key.kind).access}
     for name in vhosts - declared_vhosts:
         actual.objects[Key(Kind.VHOST, name, name)] = vhost_from_broker({"name": name})
     actual.vhosts = vhosts
     add_definitions(actual, definitions, default_vhost=DEFAULT_VHOST, keep=vhosts)
-    names = sorted(str(p.get("name")) for _, p in reader.items("global_parameters"))
-    if names:
-        reader.notes.append(f"left out global parameters (topo does not manage them): {', '.join(names)}")
+    for kind in map(definition, broker_wide_kinds()):
+        for obj in kind.from_definitions(lambda section: (("", item) for _, item in reader.items(section))):
+            actual.objects[obj.key] = obj
+    read_by_kinds = {section for kind in registry() for section in kind.reads}
+    for section in SECTIONS:
+        names = sorted(str(item.get("name")) for _, item in reader.items(section))
+        if section not in read_by_kinds and section != "vhosts" and names:
+            what = section.replace("_", " ")
+            reader.notes.append(f"left out {what} (topo does not manage them): {', '.join(names)}")
     has_users = "users" in data or "permissions" in data or "topic_permissions" in data
     return FromDefinitions(actual, sorted(vhosts), has_users, reader.notes)
 
@@ -570,9 +556,6 @@ def _access(reader: _Reader, actual: Actual, vhosts: set[str] | None, users: set
                 actual.objects[obj.key] = obj
 
 
-_QUEUE = TypeAdapter(QueueSpec)
-
-
 def _check_with_models(reader: _Reader, actual: Actual) -> None:
     """What topo's checks would refuse to apply (an argument of the wrong type, a quorum queue that is
     not durable, an invalid regex...), named where the file declares it."""
@@ -594,33 +577,4 @@ def _check_with_models(reader: _Reader, actual: Actual) -> None:
 
 
 def _validate(obj: Obj) -> None:
-    kind, attrs = obj.kind, obj.attrs
-    if kind is Kind.VHOST:
-        fields = {k: v for k, v in attrs.items() if k != "default_queue_type" or v is not None}
-        VhostSpec.model_validate(fields)
-    elif kind is Kind.EXCHANGE:
-        ExchangeSpec.model_validate(attrs)
-    elif kind is Kind.QUEUE:
-        fields = dict(attrs)
-        if attrs["type"] != "classic":
-            fields.pop("auto_delete")  # quorum queues and streams have no such option
-        _QUEUE.validate_python(fields)
-    elif kind is Kind.BINDING:
-        BindingSpec.model_validate(attrs)
-    elif kind in (Kind.POLICY, Kind.OPERATOR_POLICY):
-        PolicySpec.model_validate(attrs)
-    elif kind is Kind.PARAMETER and attrs["component"] == "federation-upstream-set":
-        FederationUpstreamSetSpec.model_validate({"upstreams": attrs["value"]})
-    elif kind is Kind.PARAMETER:
-        spec = ShovelSpec if attrs["component"] == "shovel" else FederationUpstreamSpec
-        spec.model_validate(attrs["value"])
-    elif kind is Kind.VHOST_LIMIT:
-        LimitsSpec.model_validate({obj.key.name: attrs["value"]})
-    elif kind is Kind.USER:
-        UserSpec.model_validate({"tags": attrs["tags"]})
-    elif kind is Kind.USER_LIMIT:
-        UserLimitsSpec.model_validate({attrs["name"]: attrs["value"]})
-    elif kind is Kind.PERMISSION:
-        PermissionSpec.model_validate(attrs)
-    elif kind is Kind.TOPIC_PERMISSION:
-        TopicPermissionSpec.model_validate({"write": attrs["write"], "read": attrs["read"]})
+    definition(obj.kind).check(obj)

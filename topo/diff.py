@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from topo.kinds import definition
+from topo.kinds.vhost import DEFAULTS as VHOST_DEFAULTS
 from topo.redact import mask_uris
-from topo.state import ACCESS_KINDS, IDENTITY_KINDS, IMMUTABLE_KINDS, Actual, Desired, Key, Kind, Obj, same_value
+from topo.state import Actual, Desired, Key, Kind, Obj, same_value
 
 
 class Action(StrEnum):
@@ -22,15 +24,16 @@ class Action(StrEnum):
     DELETE = "delete"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Change:
+    """One difference to resolve. Frozen, and never written to after diff: what the broker says about it
+    later (the messages a delete would lose) is kept beside it, in the plan."""
+
     action: Action
     key: Key
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     reason: str | None = None
-    messages: int | None = None  # messages that would be lost (queues and vhosts being deleted or replaced)
-    messages_unknown: bool = False  # the broker could not count them (treated as holding messages)
 
     @property
     def kind(self) -> Kind:
@@ -75,7 +78,7 @@ def diff(desired: Desired, actual: Actual) -> DiffResult:
         have = actual.objects.get(key)
         if have is None:
             if key.kind is Kind.VHOST:
-                want = Obj(key, _vhost_defaults() | want.attrs)
+                want = Obj(key, VHOST_DEFAULTS | want.attrs)
             result.changes.append(Change(Action.CREATE, key, None, dict(want.attrs)))
             continue
         if key.kind is Kind.VHOST:
@@ -88,12 +91,13 @@ def diff(desired: Desired, actual: Actual) -> DiffResult:
             continue
         if all(same_value(have.attrs.get(f), v) for f, v in want.attrs.items()):
             continue
-        if key.kind in IMMUTABLE_KINDS:
+        kind = definition(key.kind)
+        if kind.immutable:
             reason = "; ".join(_differences(have.attrs, want.attrs))
             result.changes.append(
                 Change(Action.REPLACE, key, dict(have.attrs), dict(want.attrs), f"{reason} (immutable)")
             )
-        elif key.kind not in IDENTITY_KINDS:
+        elif not kind.identity:
             # Unchanged fields carry the broker's value: an unchanged password is sent back as its
             # current hash, so updating a user's tags never resets (or re-salts) the password.
             after = {f: have.attrs[f] if same_value(have.attrs.get(f), v) else v for f, v in want.attrs.items()}
@@ -111,7 +115,7 @@ def diff(desired: Desired, actual: Actual) -> DiffResult:
             continue
         if key.kind is Kind.VHOST or key in desired.external:
             continue
-        if key.kind in ACCESS_KINDS and not _manages(desired, actual, key, have):
+        if definition(key.kind).access and not _manages(desired, actual, key, have):
             continue
         if desired.prune.get(key.vhost, False):
             result.changes.append(Change(Action.DELETE, key, dict(have.attrs), None, "not declared (prune)"))
@@ -128,10 +132,6 @@ def _manages(desired: Desired, actual: Actual, key: Key, have: Obj) -> bool:
     grants its creator full permissions, which must not read as drift."""
     user = key.name if key.kind is Kind.PERMISSION else have.attrs["user"]
     return (key.kind, key.vhost) in desired.access and user != actual.me
-
-
-def _vhost_defaults() -> dict[str, Any]:
-    return {"description": "", "tags": [], "tracing": False, "default_queue_type": None}
 
 
 def _recreate_dropped_bindings(result: DiffResult, actual: Actual) -> None:

@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import replace
+
 from topo.apply import Progress, apply_plan
 from topo.client import ManagementClient
 from topo.diff import Action, Change, diff
 from topo.errors import NotConverged, Problem, TopoError, ValidationFailed
+from topo.kinds import definition
 from topo.normalize import tags_of
-from topo.plan import Plan
-from topo.read import internal_queues, message_counts, read_actual
+from topo.plan import Held, Plan
+from topo.read import broker_wide_kinds, internal_queues, message_counts, read_actual
 from topo.render import display_name
 from topo.state import Actual, Desired, Key, Kind, Location
 
 
 def manages_access(desired: Desired) -> bool:
+    """The files declare users or access entries (or other broker-wide objects): reading them needs
+    listings beyond the vhosts' own."""
+    return _users_or_access(desired) or bool(broker_wide(desired))
+
+
+def broker_wide(desired: Desired) -> list[Kind]:
+    """The broker-wide kinds (global parameters) the files declare: only those are read and managed."""
+    declared = {key.kind for key in (*desired.objects, *desired.absent)}
+    return [kind for kind in broker_wide_kinds() if kind in declared]
+
+
+def _users_or_access(desired: Desired) -> bool:
     users = any(key.kind in (Kind.USER, Kind.USER_LIMIT) for key in (*desired.objects, *desired.absent))
     return users or bool(desired.access)
+
+
+def read_desired_scope(client: ManagementClient, desired: Desired) -> Actual:
+    """What the broker has of everything the files manage."""
+    return read_actual(client, scope(desired), _users_or_access(desired), broker_wide(desired))
 
 
 def scope(desired: Desired) -> list[str]:
@@ -23,41 +44,19 @@ def scope(desired: Desired) -> list[str]:
 
 
 def check_against_broker(desired: Desired, actual: Actual) -> None:
-    """Checks that need the broker (see capabilities.Capabilities): plugin exchange types must be enabled
-    there, policy apply-to values newer than the broker (3.12+) and keys, arguments and values the broker
-    removed or denies (topo.compat: ha-* on 4.x, ...) are refused before any change."""
-    caps = actual.capabilities
+    """What this broker would refuse in the files, before anything is planned: each kind decides (an
+    exchange type needs its plugin, a policy's apply-to a version)."""
     problems = []
     for key, obj in desired.objects.items():
         where = desired.locations.get(key)
-        if key.kind is Kind.EXCHANGE and actual.exchange_types and obj.attrs["type"] not in actual.exchange_types:
-            reason = (
-                f"exchange type {obj.attrs['type']!r} is not enabled on the broker (available: "
-                f"{', '.join(sorted(actual.exchange_types))}); enable the plugin that provides it"
-            )
-            problems.append(_problem(where, f"exchanges[{key.name!r}].type", reason))
-        elif key.kind in (Kind.POLICY, Kind.OPERATOR_POLICY):
-            section = "policies" if key.kind is Kind.POLICY else "operator_policies"
-            if not caps.policy_apply_to_queue_types and obj.attrs["apply-to"] not in ("all", "queues", "exchanges"):
-                reason = (
-                    f"apply-to {obj.attrs['apply-to']!r} needs RabbitMQ 3.12+ (the broker runs {actual.version}); "
-                    "use all, queues or exchanges"
-                )
-                problems.append(_problem(where, f"{section}[{key.name!r}].apply-to", reason))
-            for name, reason in caps.refusals(key.kind.value, obj.attrs.get("definition") or {}):
-                problems.append(_problem(where, f"{section}[{key.name!r}].definition.{name}", reason))
-        elif key.kind is Kind.VHOST and obj.attrs.get("protected_from_deletion") and not caps.deletion_protection:
-            reason = f"deletion protection needs RabbitMQ 4.0.6+ (the broker runs {actual.version}); leave it out"
-            problems.append(_problem(where, f"vhosts[{key.name!r}].protected_from_deletion", reason))
-        elif key.kind is Kind.QUEUE:
-            for name, reason in caps.refusals("queue_argument", obj.attrs.get("arguments") or {}):
-                problems.append(_problem(where, f"queues[{key.name!r}].arguments.{name}", reason))
+        for path, reason in definition(key.kind).broker_problems(obj, actual.capabilities):
+            problems.append(_problem(where, path, reason))
     if problems:
         raise ValidationFailed(problems)
 
 
 def check_protected(
-    desired: Desired, changes: list[Change], actual: Actual, protected_queues: dict[Key, str] | None = None
+    desired: Desired, changes: Iterable[Change], actual: Actual, protected_queues: dict[Key, str] | None = None
 ) -> None:
     """Refuses, before any request, changes the broker refuses to protected objects: deleting a vhost
     protected from deletion (4.0.6+), changing or deleting a user tagged `protected` (4.2+), and deleting
@@ -96,32 +95,29 @@ def check_protected(
         raise ValidationFailed(problems)
 
 
+def _protected_queues(client: ManagementClient, changes: Iterable[Change], actual: Actual) -> dict[Key, str]:
+    """Queues the plan deletes or replaces that the broker protects from deletion (read only then)."""
+    if not actual.capabilities.protected_queues:
+        return {}
+    vhosts = {c.key.vhost for c in changes if c.kind is Kind.QUEUE and c.action in (Action.DELETE, Action.REPLACE)}
+    found = {}
+    for vhost in vhosts:
+        for name, owner in internal_queues(client, vhost).items():
+            found[Key(Kind.QUEUE, vhost, name)] = owner
+    return found
+
+
 def _problem(where: Location | None, path: str, reason: str) -> Problem:
     return Problem(where.file if where else "?", where.line if where else None, path, reason)
 
 
-# The user tag RabbitMQ requires to change each kind (exchanges, queues and bindings need permissions
-# on the vhost instead, which the broker checks per request).
-REQUIRED_TAG = {
-    Kind.VHOST: "administrator",
-    Kind.VHOST_LIMIT: "administrator",
-    Kind.OPERATOR_POLICY: "administrator",
-    Kind.USER: "administrator",
-    Kind.USER_LIMIT: "administrator",
-    Kind.PERMISSION: "administrator",
-    Kind.TOPIC_PERMISSION: "administrator",
-    Kind.POLICY: "policymaker",
-    Kind.PARAMETER: "policymaker",
-}
-
-
-def check_privileges(changes: list[Change], actual: Actual) -> None:
+def check_privileges(changes: Iterable[Change], actual: Actual) -> None:
     """Refuses, before any request, a plan the connected user's tags do not allow."""
     if "administrator" in actual.my_tags:
         return
     missing = []
     for change in changes:
-        tag = REQUIRED_TAG.get(change.kind)
+        tag = definition(change.kind).required_tag
         if tag and tag not in actual.my_tags:
             name = display_name(change.key, change.after or change.before)
             why = f"needs the {tag} tag"
@@ -138,49 +134,39 @@ def check_privileges(changes: list[Change], actual: Actual) -> None:
         )
 
 
-def adapt_to_broker(desired: Desired, actual: Actual) -> list[str]:
-    """Drops what this broker version cannot store (so it is not planned forever), with a warning."""
+def adapt_to_broker(desired: Desired, actual: Actual) -> tuple[Desired, list[str]]:
+    """The desired state as this broker can store it (so nothing is planned forever), with warnings.
+
+    A new Desired: the one given is left as it was (a plan never changes its inputs)."""
     warnings = []
-    if not actual.capabilities.stores_default_queue_type:
-        for key in desired.vhosts:
-            obj = desired.objects.get(Key(Kind.VHOST, key, key))
-            if obj is not None and obj.attrs.pop("default_queue_type", None) is not None:
-                warnings.append(
-                    f"vhost {key!r}: RabbitMQ {actual.version} does not store default_queue_type (3.11+); "
-                    "topo still uses it as the type of queues declared without one"
-                )
-    return warnings
+    objects = {}
+    for key, obj in desired.objects.items():
+        adapted, warning = definition(key.kind).adapt(obj, actual.capabilities)
+        objects[key] = adapted
+        if warning:
+            warnings.append(warning)
+    return replace(desired, objects=objects), warnings
 
 
 def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None = None) -> Plan:
     """The plan; `actual` may be a read of exactly this scope made in advance (see cli)."""
     if actual is None:
-        actual = read_actual(client, scope(desired), manages_access(desired))
+        actual = read_desired_scope(client, desired)
     check_against_broker(desired, actual)
-    warnings = [*desired.warnings, *actual.notes, *adapt_to_broker(desired, actual)]
-    result = diff(desired, actual)
+    adapted, adapt_warnings = adapt_to_broker(desired, actual)
+    result = diff(adapted, actual)
     check_protected(desired, result.changes, actual, _protected_queues(client, result.changes, actual))
     check_privileges(result.changes, actual)
-    _count_messages(client, result.changes)
-    return Plan(result.changes, result.unmanaged, warnings, me=actual.me)
+    held = _count_messages(client, result.changes)
+    warnings = [*desired.warnings, *actual.notes, *adapt_warnings]
+    return Plan(tuple(result.changes), tuple(result.unmanaged), tuple(warnings), me=actual.me, held=held)
 
 
-def _protected_queues(client: ManagementClient, changes: list[Change], actual: Actual) -> dict[Key, str]:
-    """Queues the plan deletes or replaces that the broker protects from deletion (read only then)."""
-    if not actual.capabilities.protected_queues:
-        return {}
-    vhosts = {c.key.vhost for c in changes if c.kind is Kind.QUEUE and c.action in (Action.DELETE, Action.REPLACE)}
-    return {
-        Key(Kind.QUEUE, vhost, name): owner
-        for vhost in vhosts
-        for name, owner in internal_queues(client, vhost).items()
-    }
-
-
-def _count_messages(client: ManagementClient, changes: list[Change]) -> None:
-    """Message counts, only for the queues the plan destroys (all queues of a vhost it deletes)."""
+def _count_messages(client: ManagementClient, changes: list[Change]) -> dict[Key, Held]:
+    """Message counts, only for the objects the plan destroys that hold messages (a queue; every queue
+    of a vhost it deletes)."""
     destructive = [
-        c for c in changes if c.action in (Action.DELETE, Action.REPLACE) and c.kind in (Kind.QUEUE, Kind.VHOST)
+        c for c in changes if c.action in (Action.DELETE, Action.REPLACE) and definition(c.kind).holds_messages
     ]
     whole_vhosts = {c.key.vhost for c in destructive if c.kind is Kind.VHOST}
     wanted: dict[str, set[str]] = {}
@@ -191,12 +177,13 @@ def _count_messages(client: ManagementClient, changes: list[Change]) -> None:
         vhost: message_counts(client, vhost, None if vhost in whole_vhosts else wanted.get(vhost))
         for vhost in whole_vhosts | set(wanted)
     }
+    held = {}
     for change in destructive:
         found = counts[change.key.vhost]
         values = [found.get(change.key.name, 0)] if change.kind is Kind.QUEUE else list(found.values())
-        change.messages = sum(v for v in values if v is not None)
         # A count the broker cannot give is treated as messages: refusing is the safe mistake.
-        change.messages_unknown = any(v is None for v in values)
+        held[change.key] = Held(sum(v for v in values if v is not None), any(v is None for v in values))
+    return held
 
 
 def apply_and_verify(
@@ -215,7 +202,8 @@ def apply_and_verify(
 
 def verify(client: ManagementClient, desired: Desired) -> None:
     """Reads the broker again: anything still different was silently ignored or changed meanwhile."""
-    remaining = diff(desired, read_actual(client, scope(desired), manages_access(desired))).changes
+    actual = read_desired_scope(client, desired)
+    remaining = diff(adapt_to_broker(desired, actual)[0], actual).changes
     if remaining:
         lines = "\n".join(
             f"  {c.action.value} {c.kind.value} {display_name(c.key, c.after or c.before)} in vhost {c.key.vhost!r}"

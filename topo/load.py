@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,27 +14,22 @@ from pydantic import ValidationError
 
 from topo.arguments import QUEUE_TYPES
 from topo.errors import ConfigError, Problem, TopoError, ValidationFailed
-from topo.model import USER_TAGS, BrokerSpec, Topology, allowed_keys, model_at
-from topo.normalize import (
-    PARAMETER_SECTIONS,
-    binding_from_fields,
-    exchange_from_spec,
-    limit_obj,
-    parameter_from_spec,
-    permission_obj,
-    policy_from_spec,
-    queue_from_spec,
-    strings_in,
-    topic_permission_obj,
-    user_from_spec,
-    user_limit_obj,
-    vhost_from_spec,
-)
-from topo.redact import register_secret, register_url_secret
+from topo.kinds import registry
+from topo.kinds.base import Declared, KindDef, Scope
+from topo.kinds.vhost import from_spec as vhost_from_spec
+from topo.model import BrokerSpec, Topology, allowed_keys, model_at
 from topo.state import Desired, Key, Kind, Location, Obj
 from topo.yamlload import line_of, load_yaml
 
 DEFAULT_FILE = "topology.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A topology document held in memory: `name` stands for the file in messages."""
+
+    name: str
+    text: str
 
 
 @dataclass(slots=True)
@@ -109,19 +104,6 @@ def guess_vhosts(paths: list[str]) -> list[str] | None:
     except (OSError, UnicodeDecodeError, TopoError):
         return None
     return list(dict.fromkeys(names)) or None
-
-
-def declared_limits(limits: Any) -> list[tuple[str, int]]:
-    """(name as in the file, value) of each limit set in a vhost's or user's limits section.
-
-    The broker stores a negative limit as no limit at all, so callers declare those absent."""
-    if limits is None:
-        return []
-    return [
-        (field.alias or name, getattr(limits, name))
-        for name, field in type(limits).model_fields.items()
-        if getattr(limits, name) is not None
-    ]
 
 
 def format_path(loc: tuple[Any, ...]) -> str:
@@ -216,6 +198,12 @@ def read_file(path: Path, env: Mapping[str, str]) -> tuple[SourceFile | None, li
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Problem(name, None, "", f"cannot read file: {exc}")]
+    return read_source(Source(name, text), env)
+
+
+def read_source(source: Source, env: Mapping[str, str]) -> tuple[SourceFile | None, list[Problem]]:
+    """One topology document, from a file or from memory: parsed and validated, with its problems."""
+    name, text = source.name, source.text
     raw, problems = load_yaml(text, name, env)
     if raw is None and not problems:
         raw = {}
@@ -266,22 +254,24 @@ class _Builder:
             self.top_prune = (model.prune, where)
         for vhost, spec in model.vhosts.items():
             self.add_vhost(source, vhost, spec)
-        for name, user in model.users.items():
-            path = ("users", name)
-            register_secret(user.password)  # scrubbed from every message, should one ever echo it
-            for tag in user.tags:
-                close = difflib.get_close_matches(tag, USER_TAGS, n=1, cutoff=0.75)
-                if tag not in USER_TAGS and close:
-                    where = Location(source.path, raw, (*path, "tags"))
-                    self.desired.warnings.append(
-                        f"{where}: user {name!r} has tag {tag!r}, which is not a built-in tag (did you mean "
-                        f"{close[0]!r}?); RabbitMQ keeps it as a custom tag that grants nothing"
-                    )
-            self._add(user_from_spec(name, user), Location(source.path, raw, path), path, user.absent)
-            for alias, value in declared_limits(user.limits):
-                limit_path = (*path, "limits", alias)
-                where = Location(source.path, raw, limit_path)
-                self._add(user_limit_obj(name, alias, value), where, limit_path, absent=value < 0)
+        for kind in registry():
+            if kind.scope is Scope.GLOBAL:
+                for declared in kind.declarations(model, ""):
+                    self._declare(kind, source, (), declared)
+
+    def _declare(self, kind: KindDef, source: SourceFile, base: tuple[Any, ...], declared: Declared) -> None:
+        """One declared object (or external or absent key), checked and added at its place in the file."""
+        path = (*base, *declared.path)
+        where = Location(source.path, source.raw, path)
+        for below, message in declared.warnings:
+            self.desired.warnings.append(f"{Location(source.path, source.raw, (*path, *below))}: {message}")
+        problem = kind.name_problem(declared.obj.key.name)
+        if problem is not None:
+            self.problems.append(Problem(where.file, where.line, format_path(path), problem))
+        if declared.external:
+            self._external(declared.obj.key, where, path)
+        else:
+            self._add(declared.obj, where, path, declared.absent)
 
     def add_vhost(self, source: SourceFile, vhost: str, spec: Any) -> None:
         def at(*path: Any) -> Location:
@@ -307,60 +297,13 @@ class _Builder:
         if vhost not in self.desired.vhosts:
             self.desired.vhosts.append(vhost)
         self._merge_vhost_metadata(source, vhost, spec, at)
-        for alias, value in declared_limits(spec.limits):
-            path = (*base, "limits", alias)
-            self._add(limit_obj(vhost, alias, value), at("limits", alias), path, absent=value < 0)
-        for name, exchange in spec.exchanges.items():
-            path = (*base, "exchanges", name)
-            self._check_name(source, "exchange", name, path)
-            if exchange.external:
-                self._external(Key(Kind.EXCHANGE, vhost, name), at("exchanges", name), path)
-            else:
-                self._add(exchange_from_spec(vhost, name, exchange), at("exchanges", name), path, exchange.absent)
-        for name, queue in spec.queues.items():
-            path = (*base, "queues", name)
-            self._check_name(source, "queue", name, path)
-            if queue.external:
-                self._external(Key(Kind.QUEUE, vhost, name), at("queues", name), path)
-            else:
-                self._add(queue_from_spec(vhost, name, queue), at("queues", name), path, queue.absent)
-        for index, binding in enumerate(spec.bindings):
-            obj = binding_from_fields(
-                vhost,
-                binding.source,
-                binding.destination_type,
-                binding.destination,
-                binding.routing_key,
-                dict(binding.arguments),
-            )
-            self._add(obj, at("bindings", index), (*base, "bindings", index), binding.absent)
-        self._add_access(vhost, spec, at, base)
-        for component, section in PARAMETER_SECTIONS.items():
-            for name, parameter in getattr(spec, section).items():
-                obj = parameter_from_spec(vhost, component, name, parameter)
-                for text in strings_in(obj.attrs["value"]):
-                    register_url_secret(text)
-                self._add(obj, at(section, name), (*base, section, name), parameter.absent)
-        for kind, section in ((Kind.POLICY, "policies"), (Kind.OPERATOR_POLICY, "operator_policies")):
-            for name, policy in getattr(spec, section).items():
-                obj = policy_from_spec(kind, vhost, name, policy)
-                self._add(obj, at(section, name), (*base, section, name), policy.absent)
-
-    def _add_access(self, vhost: str, spec: Any, at: Any, base: tuple[Any, ...]) -> None:
-        if spec.permissions is not None:
-            self.desired.access.add((Kind.PERMISSION, vhost))
-            for user, permission in spec.permissions.items():
-                obj = permission_obj(
-                    vhost, user, permission.configure or "", permission.write or "", permission.read or ""
-                )
-                self._add(obj, at("permissions", user), (*base, "permissions", user), permission.absent)
-        if spec.topic_permissions is not None:
-            self.desired.access.add((Kind.TOPIC_PERMISSION, vhost))
-            for user, exchanges in spec.topic_permissions.items():
-                for exchange, topic in exchanges.items():
-                    obj = topic_permission_obj(vhost, user, exchange, topic.write or "", topic.read or "")
-                    path = (*base, "topic_permissions", user, exchange)
-                    self._add(obj, at("topic_permissions", user, exchange), path, topic.absent)
+        for kind in registry():
+            if kind.scope is not Scope.VHOST or kind.kind is Kind.VHOST:
+                continue
+            if kind.manages(spec):
+                self.desired.access.add((kind.kind, vhost))
+            for declared in kind.declarations(spec, vhost):
+                self._declare(kind, source, base, declared)
 
     def _merge_vhost_metadata(self, source: SourceFile, vhost: str, spec: Any, at: Any) -> None:
         incoming = vhost_from_spec(vhost, spec)
@@ -393,18 +336,6 @@ class _Builder:
             return
         self.desired.locations[key] = where
         self.desired.external.add(key)
-
-    def _check_name(self, source: SourceFile, what: str, name: str, path: tuple[Any, ...]) -> None:
-        where = Location(source.path, source.raw, path)
-        if name == "":
-            message = f"an {what} name must not be empty"
-        elif name.startswith("amq."):
-            message = f"{what} names starting with 'amq.' are reserved by RabbitMQ"
-        elif len(name.encode("utf-8")) > 255:
-            message = f"{what} names are at most 255 bytes (UTF-8)"
-        else:
-            return
-        self.problems.append(Problem(where.file, where.line, format_path(path), message))
 
     def finish(self, check_references: bool) -> Desired:
         top = self.top_prune[0] if self.top_prune else False
@@ -470,7 +401,6 @@ class _Builder:
                 path = format_path((*self.paths.get(key, ()), role))
                 self.problems.append(Problem(where.file, where.line, path, reason))
 
-
     def _check_topic_permission(self, key: Key, obj: Obj) -> None:
         name = obj.attrs["exchange"]
         target = Key(Kind.EXCHANGE, key.vhost, name)
@@ -487,23 +417,30 @@ class _Builder:
         self.problems.append(Problem(where.file, where.line, format_path(self.paths.get(key, ())), reason))
 
 
-def load_topology(paths: list[str], env: Mapping[str, str] | None = None) -> Loaded:
-    """Read, validate and merge topology files; raises ValidationFailed with every problem found."""
+def load_topology(
+    paths: Sequence[str], env: Mapping[str, str] | None = None, sources: Sequence[Source] = ()
+) -> Loaded:
+    """Read, validate and merge topology files (and documents held in memory, after them); raises
+    ValidationFailed with every problem found. With only `sources`, no file is read."""
     environment = os.environ if env is None else env
-    files = expand_paths(paths)
+    files = expand_paths(list(paths)) if paths or not sources else []
     problems: list[Problem] = []
-    sources: list[SourceFile] = []
+    read: list[SourceFile] = []
     incomplete = False
-    for path in files:
-        source, found = read_file(path, environment)
+    documents: list[Callable[[], tuple[SourceFile | None, list[Problem]]]] = [
+        *(partial(read_file, path, environment) for path in files),
+        *(partial(read_source, source, environment) for source in sources),
+    ]
+    for document in documents:
+        source, found = document()
         problems.extend(found)
         if source is not None:
-            sources.append(source)
+            read.append(source)
         else:
             incomplete = True
     builder = _Builder()
     broker: BrokerSpec | None = None
-    for source in sources:
+    for source in read:
         builder.add_file(source)
         if source.model.broker is not None:
             if broker is not None:
@@ -515,4 +452,4 @@ def load_topology(paths: list[str], env: Mapping[str, str] | None = None) -> Loa
     problems.extend(builder.problems)
     if problems:
         raise ValidationFailed(problems)
-    return Loaded(desired, broker, [str(f) for f in files])
+    return Loaded(desired, broker, [*map(str, files), *(source.name for source in sources)])

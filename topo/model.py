@@ -431,17 +431,17 @@ class VhostSpec(Spec):
     bindings: list[BindingSpec] = Field(default_factory=list)
     policies: dict[str, PolicySpec] = Field(default_factory=dict)
     operator_policies: dict[str, PolicySpec] = Field(default_factory=dict)
+    shovels: dict[str, ShovelSpec] = Field(default_factory=dict, description="Dynamic shovels (rabbitmq_shovel).")
+    federation_upstreams: dict[str, FederationUpstreamSpec] = Field(
+        default_factory=dict, description="Federation upstreams (rabbitmq_federation)."
+    )
+    federation_upstream_sets: dict[str, FederationUpstreamSetSpec] = Field(default_factory=dict)
     permissions: dict[str, PermissionSpec] | None = Field(
         None, description="By user. Present (even {}) = topo manages this vhost's permissions."
     )
     topic_permissions: dict[str, dict[str, TopicPermissionSpec]] | None = Field(
         None, description="By user, then exchange. Present (even {}) = managed."
     )
-    shovels: dict[str, ShovelSpec] = Field(default_factory=dict, description="Dynamic shovels (rabbitmq_shovel).")
-    federation_upstreams: dict[str, FederationUpstreamSpec] = Field(
-        default_factory=dict, description="Federation upstreams (rabbitmq_federation)."
-    )
-    federation_upstream_sets: dict[str, FederationUpstreamSetSpec] = Field(default_factory=dict)
 
     @classmethod
     def describe(cls) -> str:
@@ -528,6 +528,22 @@ class UserSpec(Managed):
         return self
 
 
+class GlobalParameterSpec(Managed):
+    """A broker-wide runtime parameter, e.g. cluster_name or mqtt_port_to_vhost_mapping."""
+
+    value: JsonValue = Field(None, description="The parameter's value, as the broker stores it (any JSON value).")
+
+    @classmethod
+    def describe(cls) -> str:
+        return "a global parameter"
+
+    @model_validator(mode="after")
+    def _complete(self) -> GlobalParameterSpec:
+        if not self.absent and "value" not in self.model_fields_set:
+            raise ValueError("a global parameter needs value")
+        return self
+
+
 class BrokerSpec(Spec):
     """How to reach the management API. Command-line options and TOPO_* variables take precedence."""
 
@@ -560,6 +576,11 @@ class Topology(Spec):
     prune: bool = Field(False, description="Delete undeclared objects in every managed vhost.")
     vhosts: dict[str, VhostSpec] = Field(default_factory=dict)
     users: dict[str, UserSpec] = Field(default_factory=dict)
+    global_parameters: dict[str, GlobalParameterSpec] = Field(
+        default_factory=dict,
+        description="Broker-wide runtime parameters (cluster_name, mqtt_port_to_vhost_mapping...). Only those "
+        "declared are managed; internal_cluster_id is the broker's own.",
+    )
 
     @classmethod
     def describe(cls) -> str:

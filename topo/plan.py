@@ -1,45 +1,22 @@
-"""An ordered, safety-checked list of changes. Dependency order lives in one table: ORDER."""
+"""An ordered, safety-checked set of changes. The order comes from the kinds' dependencies (kinds/order.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from topo.diff import Action, Change
-from topo.errors import UnsafePlan
-from topo.state import Kind, Obj
+from topo.errors import TopoError, UnsafePlan
+from topo.kinds import definition, rank
+from topo.kinds.base import Phase
+from topo.kinds.order import schedule
+from topo.state import Key, Kind, Obj
 
-# The single place that decides what runs before what. Things that contain or are referenced by
-# others are created first and deleted last; a replace is a delete (in its delete slot) followed by a
-# create (in its create slot), which is why bindings are deleted before and created after both.
-ORDER: list[tuple[frozenset[Action], Kind]] = [
-    (frozenset({Action.CREATE, Action.UPDATE}), Kind.VHOST),
-    (frozenset({Action.CREATE, Action.UPDATE}), Kind.USER),
-    (frozenset({Action.CREATE, Action.UPDATE}), Kind.USER_LIMIT),
-    (frozenset({Action.CREATE, Action.UPDATE}), Kind.PERMISSION),
-    (frozenset({Action.CREATE, Action.UPDATE}), Kind.VHOST_LIMIT),
-    (frozenset({Action.CREATE, Action.UPDATE}), Kind.POLICY),
-    (frozenset({Action.CREATE, Action.UPDATE}), Kind.OPERATOR_POLICY),
-    (frozenset({Action.DELETE}), Kind.PARAMETER),
-    # A topic permission names an exchange: RabbitMQ 4.3 refuses one for a missing exchange, and deleting
-    # the exchange deletes it. So it is removed before and written after the exchanges.
-    (frozenset({Action.DELETE}), Kind.TOPIC_PERMISSION),
-    (frozenset({Action.DELETE}), Kind.BINDING),
-    (frozenset({Action.DELETE, Action.REPLACE}), Kind.QUEUE),
-    (frozenset({Action.DELETE, Action.REPLACE}), Kind.EXCHANGE),
-    (frozenset({Action.CREATE, Action.REPLACE}), Kind.EXCHANGE),
-    (frozenset({Action.CREATE, Action.REPLACE}), Kind.QUEUE),
-    (frozenset({Action.CREATE}), Kind.BINDING),
-    (frozenset({Action.CREATE, Action.UPDATE}), Kind.TOPIC_PERMISSION),
-    # Shovels and federation links name queues and exchanges: started after, stopped before them.
-    (frozenset({Action.CREATE, Action.UPDATE}), Kind.PARAMETER),
-    (frozenset({Action.DELETE}), Kind.OPERATOR_POLICY),
-    (frozenset({Action.DELETE}), Kind.POLICY),
-    (frozenset({Action.DELETE}), Kind.VHOST_LIMIT),
-    (frozenset({Action.DELETE}), Kind.USER_LIMIT),
-    (frozenset({Action.DELETE}), Kind.PERMISSION),
-    (frozenset({Action.DELETE}), Kind.VHOST),
-    (frozenset({Action.DELETE}), Kind.USER),
-]
+_ACTIONS = {
+    Phase.WRITE: frozenset({Action.CREATE, Action.UPDATE, Action.REPLACE}),
+    Phase.DELETE: frozenset({Action.DELETE, Action.REPLACE}),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,50 +27,57 @@ class Step:
     phase: Action  # CREATE, UPDATE or DELETE
 
 
-def stages(changes: list[Change]) -> list[list[Step]]:
-    """The changes as executable steps, one stage per ORDER slot, deterministic within each.
+def stages(changes: Iterable[Change]) -> list[list[Step]]:
+    """The changes as executable steps, one stage per slot of the derived schedule (kinds/order.py),
+    deterministic within each. A change the schedule has no place for is an error, never a silent skip.
 
     Steps in one stage never depend on each other, so a stage may run in parallel; stages run in order.
     """
+    changes = list(changes)
+    by_slot: dict[tuple[Kind, Phase], list[Change]] = {}
+    expected = 0
+    for change in changes:
+        phases = [phase for phase, actions in _ACTIONS.items() if change.action in actions]
+        if change.action is Action.UPDATE and definition(change.kind).identity:
+            phases = []  # identified by all its fields: there is nothing to update
+        if not phases:
+            raise TopoError(f"{change.action.value} {change.kind.value} {change.key.name!r}: no step can make it")
+        for phase in phases:
+            by_slot.setdefault((change.kind, phase), []).append(change)
+        expected += len(phases)
     out: list[list[Step]] = []
-    for actions, kind in ORDER:
-        slot = sorted((c for c in changes if c.kind is kind and c.action in actions), key=lambda c: c.key)
+    for kind, phase in schedule():
         stage = []
-        for change in slot:
-            if change.action is Action.REPLACE:
-                phase = Action.DELETE if Action.DELETE in actions else Action.CREATE
+        for change in sorted(by_slot.pop((kind, phase), []), key=lambda c: c.key):
+            if phase is Phase.DELETE:
+                step_phase = Action.DELETE
             else:
-                phase = change.action
-            stage.append(Step(change, phase))
+                step_phase = Action.UPDATE if change.action is Action.UPDATE else Action.CREATE
+            stage.append(Step(change, step_phase))
         if stage:
             out.append(stage)
+    if by_slot or sum(map(len, out)) != expected:
+        missing = ", ".join(f"{phase.value} {kind.value}" for kind, phase in by_slot)
+        raise TopoError(f"changes left unscheduled ({missing}): a kind missing from the registry")
     return out
 
 
-def steps(changes: list[Change]) -> list[Step]:
+def steps(changes: Iterable[Change]) -> list[Step]:
     """All steps in dependency order."""
     return [step for stage in stages(changes) for step in stage]
 
 
-_DISPLAY_ORDER = {
-    Kind.VHOST: 0,
-    Kind.VHOST_LIMIT: 1,
-    Kind.POLICY: 2,
-    Kind.OPERATOR_POLICY: 3,
-    Kind.EXCHANGE: 4,
-    Kind.QUEUE: 5,
-    Kind.BINDING: 6,
-    Kind.PARAMETER: 7,
-    Kind.PERMISSION: 8,
-    Kind.TOPIC_PERMISSION: 9,
-    Kind.USER: 10,
-    Kind.USER_LIMIT: 11,
-}
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What the broker reported about an object the plan destroys: the messages it would lose."""
+
+    messages: int = 0
+    unknown: bool = False  # the broker could not count them (treated as holding messages)
 
 
-def _loss(change: Change) -> str:
-    count = f"{change.messages or 0} message(s)"
-    return count + " counted, more uncountable" if change.messages_unknown else count
+def _loss(held: Held) -> str:
+    count = f"{held.messages} message(s)"
+    return count + " counted, more uncountable" if held.unknown else count
 
 
 def _removes_access(change: Change) -> bool:
@@ -101,15 +85,32 @@ def _removes_access(change: Change) -> bool:
     return change.action is Action.DELETE or all(after.get(k) in ("", "^$") for k in ("configure", "write", "read"))
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Plan:
-    changes: list[Change] = field(default_factory=list)
-    unmanaged: list[Obj] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    """A value: the changes (frozen, in reading order), and beside them what the broker reported for
+    safety, so that two plans compare equal when they would do the same thing to the same state."""
+
+    changes: tuple[Change, ...] = ()
+    unmanaged: tuple[Obj, ...] = ()
+    warnings: tuple[str, ...] = ()
     me: str = ""  # the user topo is connected as
+    held: Mapping[Key, Held] = field(default_factory=dict)  # by the key of a change that destroys
 
     def __post_init__(self) -> None:
-        self.changes.sort(key=lambda c: (c.key.vhost, _DISPLAY_ORDER[c.kind], c.key.name, c.action))
+        ordered = sorted(self.changes, key=lambda c: (c.key.vhost, rank(c.kind), c.key.name, c.action))
+        object.__setattr__(self, "changes", tuple(ordered))
+        object.__setattr__(self, "unmanaged", tuple(self.unmanaged))
+        object.__setattr__(self, "warnings", tuple(self.warnings))
+        object.__setattr__(self, "held", MappingProxyType(dict(self.held)))
+
+    def messages(self, change: Change) -> int | None:
+        """Messages `change` would destroy, as counted when planning (None: not counted, not destructive)."""
+        held = self.held.get(change.key)
+        return held.messages if held is not None else None
+
+    def messages_unknown(self, change: Change) -> bool:
+        held = self.held.get(change.key)
+        return held is not None and held.unknown
 
     @property
     def empty(self) -> bool:
@@ -128,8 +129,9 @@ class Plan:
             c
             for c in self.changes
             if c.action in (Action.DELETE, Action.REPLACE)
-            and c.kind in (Kind.QUEUE, Kind.VHOST)
-            and ((c.messages or 0) > 0 or c.messages_unknown)
+            and definition(c.kind).holds_messages
+            and c.key in self.held
+            and (self.held[c.key].messages > 0 or self.held[c.key].unknown)
         ]
 
     def lockouts(self, me: str) -> list[str]:
@@ -160,7 +162,8 @@ class Plan:
         losses = self.data_loss()
         if losses and not allow_data_loss:
             lines = "\n".join(
-                f"  {c.action.value} {c.kind.value} {c.key.name!r} in vhost {c.key.vhost!r}: {_loss(c)}" for c in losses
+                f"  {c.action.value} {c.kind.value} {c.key.name!r} in vhost {c.key.vhost!r}: {_loss(self.held[c.key])}"
+                for c in losses
             )
             raise UnsafePlan(
                 f"refusing to apply: the plan would destroy messages:\n{lines}\n"

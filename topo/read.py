@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import requests
@@ -16,25 +18,12 @@ import requests
 from topo.capabilities import Capabilities, read_capabilities
 from topo.client import ManagementClient, api_path
 from topo.errors import BrokerError, TopoError
-from topo.normalize import (
-    PARAMETER_SECTIONS,
-    binding_from_broker,
-    exchange_from_broker,
-    limit_obj,
-    parameter_obj,
-    permission_obj,
-    policy_from_broker,
-    queue_from_broker,
-    set_limits,
-    strings_in,
-    tags_of,
-    topic_permission_obj,
-    user_from_broker,
-    user_limit_obj,
-    vhost_from_broker,
-)
-from topo.redact import register_url_secret
-from topo.state import ACCESS_KINDS, Actual, Kind, Obj
+from topo.kinds import definition, registry
+from topo.kinds.base import KindDef, Scope
+from topo.kinds.parameter import PARAMETER_SECTIONS
+from topo.kinds.vhost import from_broker as vhost_from_broker
+from topo.normalize import tags_of
+from topo.state import Actual, Identity, Kind, Obj
 
 
 def set_capabilities(actual: Actual, capabilities: Capabilities) -> None:
@@ -43,35 +32,104 @@ def set_capabilities(actual: Actual, capabilities: Capabilities) -> None:
     actual.exchange_types = set(capabilities.exchange_types)
 
 
-def read_actual(client: ManagementClient, vhosts: Iterable[str], access_control: bool = False) -> Actual:
-    """Everything topo compares, for the given vhosts (those that exist).
+class Access(StrEnum):
+    """Whether a read includes users, their limits and the access entries (administrator-only listings)."""
 
-    Three requests, sent at once: the overview (version, exchange types), the vhost list (metadata
-    that definitions lack) and the definitions themselves, which also carry operator policies and
-    limits (as parameters). Definitions of one vhost when only one is managed, else of the broker.
+    NONE = "none"
+    REQUIRED = "required"  # the files manage them: a refusal is an error
+    OPTIONAL = "optional"  # an export: a refusal leaves them out, and says so
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What one read of the broker gave: the state, and what the connected user was refused."""
+
+    actual: Actual
+    refused: tuple[str, ...] = ()  # listings left out (e.g. "operator policies of '/'")
+    access: bool = False  # users and access entries are in `actual`
+
+
+def read_broker(
+    client: ManagementClient,
+    vhosts: Iterable[str] | None,
+    access: Access = Access.NONE,
+    broker_wide: Iterable[Kind] = (),
+) -> Reading:
+    """Everything topo compares, for the given vhosts (None: every vhost) that exist: the one reader.
+
+    Sent at once: the overview (version, exchange types), the vhost list (metadata that definitions
+    lack), the connected user's identity, the definitions (of one vhost when only one is wanted, else of
+    the broker; they also carry operator policies and limits, as parameters) and, if asked for, the user
+    and permission listings. Definitions are for administrators: anyone else gets them assembled from the
+    per-object listings it may read, and the result names the listings it was refused. `broker_wide`:
+    the kinds outside vhosts to read too (global parameters), each from its own listing, under the same
+    access policy.
     """
-    wanted = list(dict.fromkeys(vhosts))
-    keep = set(wanted)
-    notes: list[str] = []
-    capabilities, vhost_list, definitions, access, whoami = _concurrently(
+    wide = [definition(kind) for kind in dict.fromkeys(broker_wide)]
+    wanted = None if vhosts is None else list(dict.fromkeys(vhosts))
+    single = wanted[0] if wanted is not None and len(wanted) == 1 else None
+    path, what = ("/api/definitions", "read definitions")
+    if single is not None:
+        path, what = api_path("definitions", single), f"read definitions of vhost {single!r}"
+    capabilities, vhost_list, whoami, response, listed, wide_listings = _concurrently(
         lambda: read_capabilities(client, _concurrently),
         lambda: client.get("/api/vhosts", what="list vhosts", params={"disable_stats": "true"}),
-        lambda: _definitions(client, wanted, notes) if wanted else None,
-        lambda: _access(client) if access_control else None,
         lambda: client.get("/api/whoami", what="read the connected user's tags"),
+        # A vhost that does not exist yet answers 400 vhost_not_found (or 404): nothing to read then.
+        lambda: client.request("GET", path, what=what, ok=(400, 401, 404, 500)) if wanted != [] else None,
+        lambda: _access(client, access),
+        lambda: [_broker_wide(client, kind, access) for kind in wide],
     )
-    actual = Actual(me=client.connection.user, my_tags=set(tags_of(whoami.get("tags"))), notes=notes)
-    if access is not None:
-        _add_access(actual, *access, keep=keep)
+    identity = Identity(client.connection.user, frozenset(tags_of(whoami.get("tags"))))
+    actual = Actual(identity, vhosts={item["name"] for item in vhost_list})
+    set_capabilities(actual, capabilities)
+    keep = actual.vhosts if wanted is None else set(wanted) & actual.vhosts
     for item in vhost_list:
-        actual.vhosts.add(item["name"])
         if item["name"] in keep:
             _add(actual, vhost_from_broker(item))
-    set_capabilities(actual, capabilities)
-    if definitions is not None:
-        restore_internal_exchanges(client, capabilities, definitions, wanted, single=len(wanted) == 1)
-        add_definitions(actual, definitions, default_vhost=wanted[0], keep=keep & actual.vhosts)
-    return actual
+    refused: list[str] = []
+    if response is not None and response.status_code == 401:
+        # Every vhost asked for, visible or not: one without permissions gets the broker's own refusal.
+        definitions = _listings(client, sorted(keep) if wanted is None else wanted)
+        refused = definitions.pop(REFUSED)
+    elif response is not None and response.status_code in (400, 404):
+        if single is None or single in actual.vhosts:
+            raise BrokerError(what, response.status_code, response.text[:300])
+        definitions = {}  # the vhost is not there (yet)
+    elif response is not None and single is not None:
+        definitions = vhost_definitions(client, single, response, actual.notes)
+        restore_internal_exchanges(client, capabilities, definitions, [single], single=True)
+    elif response is not None:
+        if response.status_code == 500:
+            raise BrokerError(what, response.status_code, response.text[:300])
+        definitions = response.json()
+        restore_internal_exchanges(client, capabilities, definitions, sorted(keep), single=False)
+    else:
+        definitions = {}
+    add_definitions(actual, definitions, default_vhost=single, keep=keep)
+    for kind, items in zip(wide, wide_listings, strict=True):
+        if items is None:
+            refused.append(f"{kind.section.replace('_', ' ')} (they need the {kind.required_tag} tag)")
+            continue
+        for obj in kind.from_definitions(lambda section, items=items: (("", item) for item in items)):
+            actual.objects[obj.key] = obj
+    if listed is not None:
+        _add_access(actual, *listed, keep=keep)
+    return Reading(actual, tuple(refused), access=listed is not None)
+
+
+def read_actual(
+    client: ManagementClient, vhosts: Iterable[str], access_control: bool = False, broker_wide: Iterable[Kind] = ()
+) -> Actual:
+    """The state `topo plan` compares: the given vhosts, users and access if the files manage them, and
+    the `broker_wide` kinds the files declare."""
+    access = Access.REQUIRED if access_control else Access.NONE
+    return read_broker(client, list(vhosts), access, broker_wide).actual
+
+
+def broker_wide_kinds() -> list[Kind]:
+    """Kinds outside vhosts (other than users) read from their own listing: global parameters."""
+    return [kind.kind for kind in registry() if kind.scope is Scope.GLOBAL and kind.listing is not None]
 
 
 def read_for_export(
@@ -80,100 +138,57 @@ def read_for_export(
     """Everything on the broker (or in the `only` vhosts), for export.
 
     Returns the state, the vhosts exported, whether users and permissions are in it, and notes for the
-    user. Definitions need an administrator; anyone else gets the per-object listings of the vhosts it
-    can see, without users and permissions.
+    user: what a non-administrator was refused is named, never silently missing.
     """
-    notes: list[str] = []
-    # One vhost: its own definitions (smaller on a busy broker), with users and access listed alongside.
-    single = only[0] if only is not None and len(set(only)) == 1 else None
-    path, what = ("/api/definitions", "read definitions")
-    if single is not None:
-        path, what = api_path("definitions", single), f"read definitions of vhost {single!r}"
-    capabilities, vhost_list, response, access = _concurrently(
-        lambda: read_capabilities(client, _concurrently),
-        lambda: client.get("/api/vhosts", what="list vhosts", params={"disable_stats": "true"}),
-        lambda: client.request("GET", path, what=what, ok=(400, 401, 404, 500)),
-        lambda: _access_if_allowed(client) if single is not None and with_users else None,
-    )
-    names = [item["name"] for item in vhost_list]
-    missing = [name for name in only or [] if name not in names]
+    # Broker-wide settings belong to no vhost: an export of chosen vhosts leaves them out.
+    wide = broker_wide_kinds() if only is None else []
+    reading = read_broker(client, only, Access.OPTIONAL if with_users else Access.NONE, wide)
+    actual = reading.actual
+    names = sorted(actual.vhosts)
+    missing = [name for name in only or [] if name not in actual.vhosts]
     if missing:
         raise TopoError(
             f"no vhost {', '.join(map(repr, missing))} on the broker, or {client.connection.user!r} has no "
-            f"permissions on it (vhosts visible: {', '.join(map(repr, sorted(names))) or 'none'})"
+            f"permissions on it (vhosts visible: {', '.join(map(repr, names)) or 'none'})"
         )
     selected = sorted(set(only or names))
-    actual = Actual(me=client.connection.user, vhosts=set(names))
-    set_capabilities(actual, capabilities)
-    for item in vhost_list:
-        if item["name"] in selected:
-            _add(actual, vhost_from_broker(item))
-    if response.status_code in (400, 404) or (response.status_code == 500 and single is None):
-        raise BrokerError(what, response.status_code, response.text[:300])
-    # Definitions (and, for one vhost, users) are for administrators: others get what they may list.
-    if response.status_code == 401:
-        definitions = _listings(client, selected)
-    else:
-        definitions = vhost_definitions(client, single, response, notes) if single is not None else response.json()
-        restore_internal_exchanges(client, capabilities, definitions, selected, single=single is not None)
-    if with_users and (response.status_code == 401 or (single is not None and access is None)):
+    notes = list(actual.notes)
+    if with_users and not reading.access:
         notes.append(
             f"users and permissions left out: reading them needs the administrator tag, "
             f"which {client.connection.user!r} does not have"
         )
-        with_users = False
-    if with_users and access is not None:
-        definitions["users"], definitions["permissions"], definitions["topic_permissions"] = access
-    refused = definitions.pop(REFUSED, [])
-    if refused:
+    if reading.refused:
         notes.append(
             f"left out what {client.connection.user!r} may not read (tags: policymaker for shovels and "
-            f"federation, administrator for operator policies and limits): {', '.join(refused)}"
+            f"federation, administrator for operator policies and limits): {', '.join(reading.refused)}"
         )
-    add_definitions(actual, definitions, default_vhost=single, keep=set(selected))
-    if with_users:
-        section = ("users", "permissions", "topic_permissions")
-        _add_access(actual, *(definitions.get(name) or [] for name in section), keep=set(selected))
-        if only is not None:
-            keep_users_with_access(actual, selected)
-    return actual, selected, with_users, notes
-
-
-def _access_if_allowed(client: ManagementClient) -> list[Any] | None:
-    """Users, permissions and topic permissions, or None when the user may not list them."""
-    try:
-        return _access(client)
-    except BrokerError as exc:
-        if exc.status != 401:
-            raise
-        return None
+    if reading.access and only is not None:
+        keep_users_with_access(actual, selected)
+    return actual, selected, reading.access, notes
 
 
 def _add_access(
     actual: Actual, users: list[Any], permissions: list[Any], topic_permissions: list[Any], keep: set[str]
 ) -> None:
     """Users with their limits, and their permissions and topic permissions in the `keep` vhosts."""
-    for item in users:
-        _add(actual, user_from_broker(item))
-        for name, value in set_limits(item.get("limits")):
-            _add(actual, user_limit_obj(item["name"], name, value))
-    for item in permissions:
-        if item.get("vhost") in keep:
-            _add(actual, permission_obj(item["vhost"], item["user"], item["configure"], item["write"], item["read"]))
-    for item in topic_permissions:
-        if item.get("vhost") in keep:
-            _add(
-                actual, topic_permission_obj(item["vhost"], item["user"], item["exchange"], item["write"], item["read"])
-            )
+    listed = {"users": users, "permissions": permissions, "topic_permissions": topic_permissions}
+    before = set(actual.objects)
+    add_definitions(actual, listed, default_vhost=None, keep=keep, access=True)
+    # Only the access kinds come from these listings (the rest of `actual` was read elsewhere).
+    assert all(_access_kind(definition(key.kind)) for key in set(actual.objects) - before)
 
 
 def keep_users_with_access(actual: Actual, vhosts: list[str]) -> None:
-    """Leaves only the users with permissions or topic permissions in `vhosts` (and their limits)."""
+    """Narrows `actual` to `vhosts`: leaves only the users with permissions or topic permissions there
+    (and their limits), and no broker-wide settings (they belong to no vhost)."""
     wanted = set(vhosts)
+    for key in [key for key in actual.objects if key.kind in broker_wide_kinds()]:
+        del actual.objects[key]
     users = {
         obj.key.name if obj.kind is Kind.PERMISSION else obj.attrs["user"]
         for obj in actual.objects.values()
-        if obj.kind in ACCESS_KINDS and obj.key.vhost in wanted
+        if definition(obj.kind).access and obj.key.vhost in wanted
     }
     for key, obj in list(actual.objects.items()):
         name = key.name if key.kind is Kind.USER else obj.attrs.get("user") if key.kind is Kind.USER_LIMIT else None
@@ -207,8 +222,27 @@ def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
     return results
 
 
-def _access(client: ManagementClient) -> list[Any]:
-    """Users, permissions and topic permissions (administrator-only listings)."""
+def _broker_wide(client: ManagementClient, kind: KindDef, access: Access) -> list[Any] | None:
+    """A broker-wide kind's own listing; None when an export (OPTIONAL) may not read it."""
+    assert kind.listing is not None, f"{kind.kind}: read broker-wide, but has no listing"
+    what = f"list {kind.section.replace('_', ' ')}"
+    response = client.request("GET", kind.listing, what=what, ok=(401,))
+    if response.status_code != 401:
+        return list(response.json())
+    if access is Access.OPTIONAL:
+        return None
+    raise BrokerError(
+        what,
+        401,
+        f"the files declare {kind.section.replace('_', ' ')}, which only a user tagged {kind.required_tag} may "
+        f"manage ({client.connection.user!r} is not)",
+    )
+
+
+def _access(client: ManagementClient, access: Access) -> list[Any] | None:
+    """Users, permissions and topic permissions (administrator-only listings), as `access` asks."""
+    if access is Access.NONE:
+        return None
     try:
         return _concurrently(
             lambda: client.get("/api/users", what="list users"),
@@ -218,27 +252,14 @@ def _access(client: ManagementClient) -> list[Any]:
     except BrokerError as exc:
         if exc.status != 401:
             raise
+        if access is Access.OPTIONAL:
+            return None
         raise BrokerError(
             exc.action,
             exc.status,
             f"{exc.reason}; the files declare users or permissions, which only a user tagged administrator "
             f"may manage ({client.connection.user!r} is not)",
         ) from None
-
-
-def _definitions(client: ManagementClient, wanted: list[str], notes: list[str]) -> dict[str, Any]:
-    if len(wanted) == 1:
-        path = api_path("definitions", wanted[0])
-        what = f"read definitions of vhost {wanted[0]!r}"
-        # A vhost that does not exist yet answers 400 vhost_not_found (or 404): nothing to read then.
-        response = client.request("GET", path, what=what, ok=(400, 401, 404, 500))
-        if response.status_code == 401:
-            return _listings(client, wanted)
-        if response.status_code in (400, 404):
-            return {}
-        return vhost_definitions(client, wanted[0], response, notes)
-    response = client.request("GET", "/api/definitions", what="read definitions", ok=(401,))
-    return _listings(client, wanted) if response.status_code == 401 else response.json()
 
 
 def vhost_definitions(
@@ -279,16 +300,12 @@ def restore_internal_exchanges(
     """
     if not capabilities.definitions_omit_internal_exchanges or not isinstance(definitions.get("exchanges"), list):
         return
+    params = {"disable_stats": "true", "columns": _COLUMNS["exchanges"]}
     if single:
-        listed = client.get_or_none(
-            api_path("exchanges", vhosts[0]),
-            what=f"list exchanges of vhost {vhosts[0]!r}",
-            params={"disable_stats": "true", "columns": _COLUMNS["exchanges"]},
-        )
+        what = f"list exchanges of vhost {vhosts[0]!r}"
+        listed = client.get_or_none(api_path("exchanges", vhosts[0]), what=what, params=params)
     else:
-        listed = client.get(
-            "/api/exchanges", what="list exchanges", params={"disable_stats": "true", "columns": _COLUMNS["exchanges"]}
-        )
+        listed = client.get("/api/exchanges", what="list exchanges", params=params)
     internal = {(item["vhost"], item["name"]) for item in listed or [] if item.get("internal")}
     present = set()
     for item in definitions["exchanges"]:
@@ -372,8 +389,12 @@ def _add(actual: Actual, obj: Obj | None) -> None:
         actual.objects[obj.key] = obj
 
 
-def add_definitions(actual: Actual, definitions: dict[str, Any], default_vhost: str | None, keep: set[str]) -> None:
-    """Adds the objects of a definitions export (whole broker or one vhost) in the `keep` vhosts."""
+def add_definitions(
+    actual: Actual, definitions: dict[str, Any], default_vhost: str | None, keep: set[str], access: bool = False
+) -> None:
+    """Adds the objects of a definitions export (whole broker or one vhost) in the `keep` vhosts: each
+    kind reads its own sections. Users and access entries only with `access` (they need their own
+    listings when one vhost's definitions are read, and are read only when the files manage them)."""
 
     def items(section: str) -> Iterable[tuple[str, dict[str, Any]]]:
         for item in definitions.get(section) or []:
@@ -381,31 +402,19 @@ def add_definitions(actual: Actual, definitions: dict[str, Any], default_vhost: 
             if vhost in keep:
                 yield vhost, item
 
-    for vhost, item in items("exchanges"):
-        _add(actual, exchange_from_broker(vhost, item))
-    for vhost, item in items("queues"):
-        _add(actual, queue_from_broker(vhost, item))
-    exported_queues = {(vhost, item["name"]) for vhost, item in items("queues") if not item.get("exclusive")}
-    for vhost, item in items("bindings"):
-        # Definitions leave out exclusive queues but not their bindings: a binding to a queue that is not
-        # listed belongs to a connected client's exclusive queue, which topo never touches.
-        if item.get("destination_type") == "queue" and (vhost, item["destination"]) not in exported_queues:
-            continue
-        _add(actual, binding_from_broker(vhost, item))
-    for vhost, item in items("policies"):
-        _add(actual, policy_from_broker(Kind.POLICY, vhost, item))
-    for vhost, item in items("parameters"):
-        component, value = item.get("component"), item.get("value")
-        if component == "operator_policy" and isinstance(value, dict):
-            _add(actual, policy_from_broker(Kind.OPERATOR_POLICY, vhost, {"name": item["name"], **value}))
-        elif component in PARAMETER_SECTIONS:
-            for text in strings_in(value):
-                register_url_secret(text)  # shovel and federation URIs carry credentials
-            _add(actual, parameter_obj(vhost, component, item["name"], value))
-        elif component == "vhost-limits" and isinstance(value, dict):
-            # After its last limit is removed the broker keeps the parameter with the value [].
-            for name, limit in set_limits(value):
-                _add(actual, limit_obj(vhost, name, limit))
+    def global_items(section: str) -> Iterable[tuple[str, dict[str, Any]]]:
+        for item in definitions.get(section) or []:
+            yield "", item
+
+    for kind in registry():
+        if kind.kind is Kind.VHOST or (not access and _access_kind(kind)) or kind.kind in broker_wide_kinds():
+            continue  # broker-wide kinds come from their own listings (read_broker), or a file's sections
+        for obj in kind.from_definitions(global_items if kind.scope is Scope.GLOBAL else items):
+            actual.objects[obj.key] = obj
+
+
+def _access_kind(kind: KindDef) -> bool:
+    return kind.access or kind.kind in (Kind.USER, Kind.USER_LIMIT)
 
 
 def internal_queues(client: ManagementClient, vhost: str) -> dict[str, str]:

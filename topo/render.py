@@ -7,10 +7,11 @@ from itertools import groupby
 from typing import Any
 
 from topo.diff import Action, Change
+from topo.kinds import definition
 from topo.passwords import Password
 from topo.plan import Plan
 from topo.redact import mask_uris
-from topo.state import Key, Kind, Obj
+from topo.state import Key, Obj
 
 SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-"}
 COLOURS = {Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31"}
@@ -19,26 +20,8 @@ UNMANAGED_SHOWN = 20
 
 
 def display_name(key: Key, attrs: dict[str, Any] | None) -> str:
-    """How an object is named to people; bindings have no name, so their ends and key stand in."""
-    if key.kind is Kind.BINDING:
-        attrs = attrs or {}
-        text = f"{attrs['source']} → {attrs['destination']} ({attrs['destination_type']})"
-        if attrs.get("routing_key"):
-            text += f" routing_key={json.dumps(attrs['routing_key'], ensure_ascii=False)}"
-        if attrs.get("arguments"):
-            text += f" arguments={json.dumps(attrs['arguments'], sort_keys=True, ensure_ascii=False)}"
-        return text
-    if key.kind is Kind.USER_LIMIT:
-        attrs = attrs or {}
-        return f"{json.dumps(attrs['user'], ensure_ascii=False)} {attrs['name']}"
-    if key.kind is Kind.TOPIC_PERMISSION:
-        attrs = attrs or {}
-        user, exchange = (json.dumps(attrs[k], ensure_ascii=False) for k in ("user", "exchange"))
-        return f"{user} on exchange {exchange}"
-    if key.kind is Kind.PARAMETER:
-        attrs = attrs or {}
-        return f"{attrs['component']} {json.dumps(attrs['name'], ensure_ascii=False)}"
-    return json.dumps(key.name, ensure_ascii=False)
+    """How an object is named to people (its kind decides: bindings have no name, for one)."""
+    return definition(key.kind).display(key, attrs)
 
 
 SENSITIVE = "(sensitive value)"
@@ -70,13 +53,13 @@ class _Painter:
         return f"\033[{code}m{text}\033[0m" if self.colour else text
 
 
-def _change_lines(change: Change, paint: _Painter) -> list[str]:
+def _change_lines(plan: Plan, change: Change, paint: _Painter) -> list[str]:
     symbol = paint(SYMBOLS[change.action], COLOURS[change.action])
     attrs = change.after if change.after is not None else change.before
     head = f"  {symbol} {change.kind.value} {display_name(change.key, attrs)}"
     lines = [head]
     pad = "      "
-    if change.action is Action.CREATE and change.kind is not Kind.BINDING:
+    if change.action is Action.CREATE and not definition(change.kind).identity:
         for field, value in (change.after or {}).items():
             if value is None:
                 continue
@@ -97,10 +80,11 @@ def _change_lines(change: Change, paint: _Painter) -> list[str]:
     if change.reason and change.action is not Action.UPDATE:
         label = "replace because" if change.action is Action.REPLACE else "because"
         lines.append(f"{pad}# {label}: {change.reason}")
-    if change.messages:
-        warning = f"{pad}# holds {_count(change.messages, 'message')}: they would be lost"
+    messages = plan.messages(change)
+    if messages:
+        warning = f"{pad}# holds {_count(messages, 'message')}: they would be lost"
         lines.append(paint(warning, "1;31"))
-    if change.messages_unknown:
+    if plan.messages_unknown(change):
         lines.append(paint(f"{pad}# the broker cannot count its messages: treated as holding some", "1;31"))
     return lines
 
@@ -116,7 +100,7 @@ def render_text(plan: Plan, colour: bool = False) -> str:
             out.append("")
             out.append(paint(f"vhost {json.dumps(vhost, ensure_ascii=False)}:", "1"))
             for change in group:
-                out.extend(_change_lines(change, paint))
+                out.extend(_change_lines(plan, change, paint))
     out.extend(_unmanaged_lines(plan.unmanaged))
     for warning in plan.warnings:
         out.append(paint(f"Warning: {warning}", "33"))
@@ -132,7 +116,7 @@ def render_text(plan: Plan, colour: bool = False) -> str:
         )
         losses = plan.data_loss()
         if losses:
-            total = sum(c.messages or 0 for c in losses)
+            total = sum(plan.messages(c) or 0 for c in losses)
             out.append(
                 paint(
                     f"Data loss: {_count(total, 'message')} in {_count(len(losses), 'object')} "
@@ -161,37 +145,37 @@ def _unmanaged_lines(unmanaged: list[Obj]) -> list[str]:
     return out
 
 
-def change_to_json(change: Change) -> dict[str, Any]:
+def change_to_json(plan: Plan, change: Change) -> dict[str, Any]:
     attrs = change.after if change.after is not None else change.before
     return {
         "action": change.action.value,
         "kind": change.kind.value,
         "vhost": change.key.vhost,
-        "name": change.key.name if change.kind is not Kind.BINDING else display_name(change.key, attrs),
+        "name": change.key.name if not definition(change.kind).identity else display_name(change.key, attrs),
         "before": public(change.before),
         "after": public(change.after),
         "reason": change.reason,
-        "messages": change.messages,
-        "messages_unknown": change.messages_unknown,
+        "messages": plan.messages(change),
+        "messages_unknown": plan.messages_unknown(change),
     }
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
     return {
         "format_version": JSON_FORMAT_VERSION,
-        "changes": [change_to_json(c) for c in plan.changes],
+        "changes": [change_to_json(plan, c) for c in plan.changes],
         "summary": plan.summary(),
-        "data_loss": [change_to_json(c) for c in plan.data_loss()],
+        "data_loss": [change_to_json(plan, c) for c in plan.data_loss()],
         "unmanaged": [
             {
                 "kind": o.kind.value,
                 "vhost": o.key.vhost,
-                "name": o.key.name if o.kind is not Kind.BINDING else display_name(o.key, o.attrs),
+                "name": o.key.name if not definition(o.kind).identity else display_name(o.key, o.attrs),
                 "attributes": public(o.attrs),
             }
             for o in plan.unmanaged
         ],
-        "warnings": plan.warnings,
+        "warnings": list(plan.warnings),
     }
 
 

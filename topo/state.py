@@ -8,35 +8,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from topo.capabilities import Capabilities
+from topo.kinds import Kind
 from topo.passwords import Password
 from topo.yamlload import line_of
-
-
-class Kind(StrEnum):
-    VHOST = "vhost"
-    VHOST_LIMIT = "vhost_limit"
-    POLICY = "policy"
-    OPERATOR_POLICY = "operator_policy"
-    EXCHANGE = "exchange"
-    QUEUE = "queue"
-    BINDING = "binding"
-    USER = "user"
-    USER_LIMIT = "user_limit"
-    PERMISSION = "permission"
-    TOPIC_PERMISSION = "topic_permission"
-    PARAMETER = "parameter"  # a plugin's runtime parameter: shovels, federation upstreams and sets
-
-
-# Properties RabbitMQ cannot change on a live object: a difference means delete and re-create.
-IMMUTABLE_KINDS = frozenset({Kind.EXCHANGE, Kind.QUEUE})
-# Access entries: managed per vhost only where the files have the section (see diff._manages).
-ACCESS_KINDS = frozenset({Kind.PERMISSION, Kind.TOPIC_PERMISSION})
-# Kinds identified by all their fields: they are only ever created or deleted.
-IDENTITY_KINDS = frozenset({Kind.BINDING})
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -122,17 +99,36 @@ class Desired:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who topo reads and writes as: its own access is guarded (see plan.lockouts), its tags decide
+    what it may change (engine.check_privileges). A definitions file has no one connected: OFFLINE."""
+
+    user: str
+    tags: frozenset[str]
+
+
+OFFLINE = Identity("", frozenset())
+
+
 @dataclass(slots=True)
 class Actual:
     """What the broker has, for the vhosts in scope."""
 
+    identity: Identity  # required: a guessed identity would guess wrong about lock-outs and privileges
     objects: dict[Key, Obj] = field(default_factory=dict)
     vhosts: set[str] = field(default_factory=set)  # every vhost on the broker
     exchange_types: set[str] = field(default_factory=set)
     version: str = ""
     # What the broker is and can do (version, plugins, feature flags...): read once, asked by everything.
     capabilities: Capabilities = field(default_factory=Capabilities)
-    me: str = ""  # the user topo is connected as: its own access is guarded (see plan.lockout)
-    my_tags: set[str] = field(default_factory=lambda: {"administrator"})
     # What the read had to do differently, and why (e.g. a vhost read from its listings): shown to the user.
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def me(self) -> str:
+        return self.identity.user
+
+    @property
+    def my_tags(self) -> frozenset[str]:
+        return self.identity.tags
