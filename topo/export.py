@@ -1,7 +1,8 @@
 """Actual state -> a topology document (for `topo export`): what a person would write for it.
 
 The objects come from the live broker (read.read_for_export) or from a definitions file
-(definitions.py), both through normalize.py, so an export describes exactly what `topo plan` compares.
+(definitions.py), both through the kinds' readers, so an export describes exactly what `topo plan`
+compares. Each kind writes its own sections (topo/kinds/<kind>.py).
 Defaults are left out, everything is sorted, and secrets never reach the document: passwords become
 ${VARIABLE} placeholders (or stay hashes with keep_hashes), and so do the passwords in shovel and
 federation URIs.

@@ -1,8 +1,9 @@
-"""Broker -> actual state, with as few requests as possible.
+"""Broker -> actual state, with as few requests as possible: read_broker is the one reader.
 
-One GET of definitions (per vhost when only one is managed), plus /api/vhosts for metadata that
-definitions lack, plus limits and operator policies, which definitions do not carry. Message counts are
-fetched later, only for queues the plan would destroy.
+One GET of definitions (per vhost when only one is managed; per-object listings for non-administrators),
+plus /api/vhosts for metadata that definitions lack, /api/whoami for the connected identity, and the
+user, permission and broker-wide listings when asked for. Each kind reads its own sections. Message
+counts are fetched later, only for queues the plan would destroy.
 """
 
 from __future__ import annotations

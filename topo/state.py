@@ -1,7 +1,7 @@
 """One representation for both sides: desired (from the files) and actual (from the broker).
 
-Both sides are turned into `Obj`s with the same canonical attributes (see normalize.py), so comparing
-them is plain equality and set arithmetic.
+Both sides are turned into `Obj`s with the same canonical attributes (each kind's module does it, see
+topo/kinds/), so comparing them is plain equality and set arithmetic.
 """
 
 from __future__ import annotations
