@@ -125,6 +125,11 @@ class Actual:
     # What the read had to do differently, and why (e.g. a vhost read from its listings): shown to the user.
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # Built from a version alone (tests, definitions files): the capabilities that version implies.
+        if not self.capabilities.version and self.version:
+            self.capabilities = Capabilities(self.version, frozenset(self.exchange_types))
+
     @property
     def me(self) -> str:
         return self.identity.user
