@@ -27,7 +27,7 @@ EXAMPLES = sorted(EXAMPLES_DIR.glob("*/topology.yaml"))
 # The examples read these variables; they must not leak in from a developer's shell. With
 # CLOUDAMQP_URL set, a hosted example whose broker: section was uncommented would otherwise
 # reach a real hosted broker, and CLOUDAMQP_VHOST would rename the vhost the test cleans up.
-EXAMPLE_VARIABLES = ("CLOUDAMQP_URL", "CLOUDAMQP_VHOST", "JOBS_MAX_LENGTH")
+EXAMPLE_VARIABLES = ("CLOUDAMQP_URL", "CLOUDAMQP_VHOST", "JOBS_MAX_LENGTH", "CELERY_VHOST")
 
 
 def example_id(path: Path) -> str:
@@ -87,7 +87,7 @@ def own_vhosts(broker: Broker) -> Iterator[OwnVhosts]:
 
 def test_examples_exist() -> None:
     names = {example_id(p) for p in EXAMPLES}
-    assert {"orders", "notifications", "sensors", "hosted"} <= names, f"found only {sorted(names)}"
+    assert {"orders", "notifications", "sensors", "hosted", "celery"} <= names, f"found only {sorted(names)}"
 
 
 def test_example_vhosts_are_distinct() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from cli_runner import run_topo
 from topo.definitions import read_definitions
-from topo.export import ExportResult, build_export
+from topo.export import ExportResult, ExportScope, build_export
 from topo.load import load_topology
 from topo.state import Key, Kind, same_value
 from topo.yamlload import load_yaml
@@ -53,10 +53,14 @@ def write(tmp_path: Path, definitions: dict[str, Any], name: str = "definitions.
 
 
 def export(
-    tmp_path: Path, definitions: dict[str, Any], keep_hashes: bool = False, name: str = "definitions.json"
+    tmp_path: Path,
+    definitions: dict[str, Any],
+    keep_hashes: bool = False,
+    name: str = "definitions.json",
+    scope: ExportScope | None = None,
 ) -> ExportResult:
     read = read_definitions(str(write(tmp_path, definitions, name)))
-    return build_export(read.actual, read.vhosts, read.has_users, keep_hashes, "a test", read.notes)
+    return build_export(read.actual, read.vhosts, read.has_users, keep_hashes, "a test", read.notes, scope)
 
 
 def parsed(result: ExportResult) -> Any:
@@ -118,7 +122,8 @@ DEFAULTS = {
 
 
 def test_defaults_are_left_out(tmp_path: Path) -> None:
-    document = parsed(export(tmp_path, DEFAULTS))
+    # The auto-delete exchange and queue are the clients' by default: kept here to see their flags written.
+    document = parsed(export(tmp_path, DEFAULTS, scope=ExportScope(include_client_owned=True)))
     assert document == {
         "version": 1,
         "vhosts": {

@@ -228,7 +228,8 @@ def test_generated_state_round_trips(seed: int, empty_broker: EmptyBroker, tmp_p
     before = _set_up(empty_broker, definitions)
 
     exported = tmp_path / "export.yaml"
-    result = _topo(empty_broker, "export", "-o", str(exported))
+    # The generated states hold every option, auto-delete and x-expires too: keep what clients would own.
+    result = _topo(empty_broker, "export", "--include-client-owned", "-o", str(exported))
     assert result.code == 0, result.output
     text = exported.read_text(encoding="utf-8")
     # No secret reaches the file or the terminal: neither hashes, nor URI passwords.
@@ -244,7 +245,8 @@ def test_generated_state_round_trips(seed: int, empty_broker: EmptyBroker, tmp_p
 
     plan = _topo(empty_broker, "plan", "--detailed-exitcode", "-f", str(exported), env=env)
     assert plan.code == 0, plan.output
-    assert _topo(empty_broker, "export").stdout == text, "exporting twice must give identical bytes"
+    again = _topo(empty_broker, "export", "--include-client-owned").stdout
+    assert again == text, "exporting twice must give identical bytes"
 
     empty_broker.reset()
     applied = _topo(empty_broker, "apply", "--auto-approve", "-f", str(exported), env=env)
@@ -263,7 +265,7 @@ def test_keep_hashes_round_trips_byte_for_byte(empty_broker: EmptyBroker, tmp_pa
     definitions, _ = generate(4, empty_broker.node.amqp_port)
     before = _set_up(empty_broker, definitions)
     exported = tmp_path / "export.yaml"
-    result = _topo(empty_broker, "export", "--keep-hashes", "-o", str(exported))
+    result = _topo(empty_broker, "export", "--keep-hashes", "--include-client-owned", "-o", str(exported))
     assert result.code == 0, result.output
     env = {name: "p%40ss%2Fw0rd" for name in _variables(result.stderr)}
     assert all(name.startswith(("TOPO_SHOVEL_", "TOPO_FEDERATION_")) for name in env)

@@ -99,7 +99,9 @@ def test_a_plan_survives_json_and_keeps_no_plaintext_password() -> None:
     )
     desired = load_topology([], env={}, sources=[Source("t.yaml", text)]).desired
     changes = diff(desired, Actual(OFFLINE, vhosts=set())).changes
-    plan = Plan(changes, warnings=("w",), me="ops", held={Key(Kind.QUEUE, "v", "q"): Held(2, unknown=True)})
+    plan = Plan(
+        changes, warnings=("w",), me="ops", held={Key(Kind.QUEUE, "v", "q"): Held(2, unknown=True, consumers=3)}
+    )
     saved = json.dumps(plan_to_data(plan))
     assert "Pl41n-secret" not in saved
     back = plan_from_data(json.loads(saved))

@@ -12,13 +12,11 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run_topo
-from topo.kinds.policy import from_broker as policy_from_broker
-from topo.kinds.queue import from_broker as queue_from_broker
 from topo.lint import RULES, Finding, Level, LintInput, from_files, rule, run, target_version
 from topo.lint.core import Rule
 from topo.lint.policies import applying
 from topo.load import load_topology
-from topo.state import Kind
+from topo.state import Key, Kind, Obj
 
 
 def write(tmp_path: Path, text: str, name: str = "topology.yaml") -> Path:
@@ -253,22 +251,26 @@ def test_quorum_delivery_limit_only_from_4_0(tmp_path: Path) -> None:
     assert [f for f in lint_file(write(tmp_path, QUORUM), "3.13") if f.rule == "quorum-delivery-limit"] == []
 
 
+def queue_obj(vhost: str, name: str, queue_type: str = "classic") -> Obj:
+    attrs = {"type": queue_type, "durable": True, "auto_delete": False, "arguments": {}}
+    return Obj(Key(Kind.QUEUE, vhost, name), attrs)
+
+
+def policy_obj(name: str, pattern: str, apply_to: str = "all", priority: int = 0, vhost: str = "v") -> Obj:
+    attrs = {"pattern": pattern, "apply-to": apply_to, "priority": priority, "definition": {}}
+    return Obj(Key(Kind.POLICY, vhost, name), attrs)
+
+
 def test_policy_matching_follows_rabbitmq() -> None:
-    queue = queue_from_broker("v", {"name": "orders.created", "durable": True, "arguments": {"x-queue-type": "quorum"}})
-    assert queue is not None
-
-    def policy(name: str, pattern: str, apply_to: str = "all", priority: int = 0, vhost: str = "v") -> object:
-        item = {"name": name, "pattern": pattern, "apply-to": apply_to, "priority": priority, "definition": {}}
-        return policy_from_broker(Kind.POLICY, vhost, item)
-
+    queue = queue_obj("v", "orders.created", "quorum")
     candidates = [
-        policy("a", "^orders"),
-        policy("b", "created$", priority=3),
-        policy("c", "^orders", "exchanges", priority=9),
-        policy("d", "^orders", "classic_queues", priority=9),
-        policy("e", ".*", "quorum_queues", priority=3),
-        policy("f", ".*", priority=99, vhost="other"),
-        policy("g", "^nope", priority=50),
+        policy_obj("a", "^orders"),
+        policy_obj("b", "created$", priority=3),
+        policy_obj("c", "^orders", "exchanges", priority=9),
+        policy_obj("d", "^orders", "classic_queues", priority=9),
+        policy_obj("e", ".*", "quorum_queues", priority=3),
+        policy_obj("f", ".*", priority=99, vhost="other"),
+        policy_obj("g", "^nope", priority=50),
     ]
     assert [p.key.name for p in applying(candidates, queue)] == ["b", "e"]
     assert applying([], queue) == []
@@ -326,8 +328,7 @@ def test_a_new_rule_slots_in() -> None:
             for queue in lint_input.of_kind(Kind.QUEUE)
         ]
 
-    queue = queue_from_broker("v", {"name": "q", "durable": True})
-    assert queue is not None
+    queue = queue_obj("v", "q")
     lint_input = LintInput(objects={queue.key: queue}, target=(4, 0, 0), live=True)
     (finding,) = run(lint_input, [Rule("every-queue", "test", every_queue)])
     assert finding.where == "vhost 'v' queue 'q'" and finding.file is None

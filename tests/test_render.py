@@ -226,7 +226,7 @@ def test_json_shape() -> None:
     plan = full_plan()
     data = json.loads(render_json(plan))
     assert data["format_version"] == "1"
-    assert set(data) == {"format_version", "changes", "summary", "data_loss", "unmanaged", "warnings"}
+    assert set(data) == {"format_version", "changes", "summary", "data_loss", "disruption", "unmanaged", "warnings"}
     assert len(data["changes"]) == len(plan.changes)
     for item, change in zip(data["changes"], plan.changes, strict=True):
         assert set(item) == {
@@ -239,6 +239,8 @@ def test_json_shape() -> None:
             "reason",
             "messages",
             "messages_unknown",
+            "consumers",
+            "hint",
         }
         assert item["action"] == change.action.value
         assert item["kind"] == change.kind.value

@@ -27,7 +27,7 @@ def test_schema_is_closed_and_describes_the_top_level() -> None:
     schema = json_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["additionalProperties"] is False
-    assert set(schema["properties"]) == {"version", "broker", "prune", "vhosts", "users", "global_parameters"}
+    assert set(schema["properties"]) == {"version", "broker", "prune", "ignore", "vhosts", "users", "global_parameters"}
     # Aliases, not Python names: the schema must accept what the files contain.
     policy = schema["$defs"]["PolicySpec"]["properties"]
     assert "apply-to" in policy and "apply_to" not in policy

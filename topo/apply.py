@@ -19,6 +19,7 @@ Progress = Callable[[int, int, Step], None]
 # Concurrent requests within a stage: enough to keep a broker busy, few enough not to swamp it.
 PARALLELISM = 16
 
+
 def describe(step: Step) -> str:
     change = step.change
     verb = {Action.CREATE: "create", Action.UPDATE: "update", Action.DELETE: "delete"}[step.phase]
@@ -29,10 +30,10 @@ def describe(step: Step) -> str:
     return f"{verb} {change.kind.value} {display_name(change.key, attrs)}{where}"
 
 
-def execute(client: ManagementClient, step: Step, allow_data_loss: bool) -> None:
+def execute(client: ManagementClient, step: Step, allow_data_loss: bool, allow_disruption: bool = False) -> None:
     """The step's request(s), as its kind writes them (topo/kinds/<kind>.py)."""
     phase = Phase.DELETE if step.phase is Action.DELETE else Phase.WRITE
-    definition(step.change.kind).write(client, step.change, phase, describe(step), allow_data_loss)
+    definition(step.change.kind).write(client, step.change, phase, describe(step), allow_data_loss, allow_disruption)
 
 
 def apply_plan(
@@ -40,6 +41,7 @@ def apply_plan(
     plan: Plan,
     *,
     allow_data_loss: bool = False,
+    allow_disruption: bool = False,
     progress: Progress | None = None,
     parallelism: int = PARALLELISM,
 ) -> int:
@@ -73,7 +75,10 @@ def apply_plan(
                     if progress is not None:
                         progress(done, total, step)
             stage = [step for step in stage if id(step) not in imported]
-            futures = [pool.submit(_run_serially, client, group, allow_data_loss) for group in _serial_groups(stage)]
+            futures = [
+                pool.submit(_run_serially, client, group, allow_data_loss, allow_disruption)
+                for group in _serial_groups(stage)
+            ]
             for future in as_completed(futures):
                 for step, error in future.result():
                     if error is not None:
@@ -86,7 +91,7 @@ def apply_plan(
                 later = [
                     step for stage_after in all_stages[number + 1 :] for step in stage_after if id(step) not in imported
                 ]
-                raise ApplyFailed(_failure_report(failures, done, total, later)) from None
+                raise ApplyFailed(_failure_report(failures, done, total, later), failures, later) from None
     return total
 
 
@@ -104,12 +109,12 @@ def _serial_groups(stage: list[Step]) -> list[list[Step]]:
 
 
 def _run_serially(
-    client: ManagementClient, group: list[Step], allow_data_loss: bool
+    client: ManagementClient, group: list[Step], allow_data_loss: bool, allow_disruption: bool = False
 ) -> list[tuple[Step, BrokerError | None]]:
     results: list[tuple[Step, BrokerError | None]] = []
     for step in group:
         try:
-            execute(client, step, allow_data_loss)
+            execute(client, step, allow_data_loss, allow_disruption)
         except BrokerError as error:
             results.append((step, error))
         else:

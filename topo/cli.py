@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -19,16 +20,24 @@ from topo import __version__
 from topo.client import ManagementClient
 from topo.connection import Connection, resolve_connection
 from topo.definitions import read_definitions
-from topo.engine import apply_and_verify, build_plan, manages_access, scope
-from topo.errors import TopoError
-from topo.export import ExportResult, build_export
+from topo.diff import Action
+from topo.engine import apply_and_verify, build_plan, manages_access, read_desired_scope, scope
+from topo.errors import NotConverged, TopoError
+from topo.export import ExportResult, ExportScope, build_export
 from topo.load import Loaded, guess_vhosts, load_topology
+from topo.lock import ApplyLock, lock_scope
 from topo.model import json_schema
+from topo.outcome import Outcome, Status, render_outcome_json, render_outcome_markdown
 from topo.plan import Plan, Step
 from topo.read import keep_users_with_access, read_actual, read_for_export
 from topo.redact import redact_url, scrub
-from topo.render import render_json, render_text
-from topo.state import Actual
+from topo.render import plan_to_json, render_text
+from topo.render_markdown import render_markdown
+from topo.savedplan import SavedPlan, key_material, read_identity, refuse_if_stale, refuse_other_broker, save
+from topo.savedplan import load as load_saved
+from topo.state import Actual, Kind
+from topo.target import Selection, narrow, parse_targets, select
+from topo.varfile import environment_with
 
 app = typer.Typer(
     name="topo",
@@ -42,6 +51,14 @@ Files = Annotated[
     list[str] | None,
     typer.Option("--file", "-f", help="Topology file or directory (repeatable). Default: topology.yaml."),
 ]
+VarFiles = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--var-file",
+        metavar="FILE",
+        help="Variables for ${...} from a dotenv file (repeatable; later files win, the environment wins over all).",
+    ),
+]
 Url = Annotated[
     str | None,
     typer.Option(help="Management API URL (http(s)://host:port) or amqp(s)://user:pass@host/vhost. Env: TOPO_URL."),
@@ -54,6 +71,53 @@ ClientKey = Annotated[str | None, typer.Option("--client-key", help="Client cert
 Insecure = Annotated[bool, typer.Option("--insecure", help="Do not verify the broker's TLS certificate.")]
 Timeout = Annotated[
     float | None, typer.Option(min=0.1, max=3600, help="Seconds to wait for each request. Default: 30.")
+]
+
+
+class OutputFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    MARKDOWN = "markdown"
+
+
+FormatOption = Annotated[
+    OutputFormat | None,
+    typer.Option("--format", help="Output: text (default), json, or markdown (for pull requests and CI summaries)."),
+]
+
+
+def _output_format(chosen: OutputFormat | None, as_json: bool) -> OutputFormat:
+    if as_json and chosen not in (None, OutputFormat.JSON):
+        raise TopoError(f"--json and --format {chosen.value} contradict each other: pick one")
+    return OutputFormat.JSON if as_json else chosen or OutputFormat.TEXT
+
+
+Targets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target",
+        metavar="KIND/VHOST/NAME",
+        help="Plan only this object and what it depends on (repeatable; NAME may be a pattern like 'orders.*').",
+    ),
+]
+OnlyVhosts = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--vhost", metavar="VHOST", help="Plan only this vhost's objects and what they depend on (repeatable)."
+    ),
+]
+LockTimeout = Annotated[
+    float,
+    typer.Option(
+        "--lock-timeout",
+        min=0,
+        max=86400,
+        help="Seconds to wait for another apply's lock on the broker. Default: 0 (fail at once).",
+    ),
+]
+NoLock = Annotated[
+    bool,
+    typer.Option("--no-lock", help="Apply without the lock (only where nothing else ever applies to the broker)."),
 ]
 NoColor = Annotated[bool, typer.Option("--no-color", help="No colour (also: NO_COLOR set, or not a terminal).")]
 
@@ -108,13 +172,34 @@ class ConnectionOptions:
     timeout: float | None
 
 
-def _load_and_plan(files: list[str] | None, options: ConnectionOptions) -> tuple[Loaded, ManagementClient, Plan]:
-    early = _prefetch(files or [], options)
-    loaded = load_topology(files or [])
+@dataclass
+class Planned:
+    loaded: Loaded
+    client: ManagementClient
+    plan: Plan
+    actual: Actual
+    selection: Selection | None = None
+
+
+def _load_and_plan(
+    files: list[str] | None,
+    options: ConnectionOptions,
+    before_read: Callable[[ManagementClient, Loaded], None] | None = None,
+    var_files: list[str] | None = None,
+    targets: list[str] | None = None,
+    only_vhosts: list[str] | None = None,
+) -> Planned:
+    """Loads the files and plans; `before_read` (apply's lock) runs before the broker is read."""
+    # An apply reads the broker only once it holds the lock, so no read may start early.
+    variables = environment_with(var_files)
+    early = None if before_read is not None else _prefetch(files or [], options)
+    loaded = load_topology(files or [], variables)
     connection = resolve_connection(env=os.environ, broker=loaded.broker, **asdict(options))
     if connection.verify is False and connection.url.startswith("https:"):
         _err(f"Warning: not verifying the TLS certificate of {connection.url} (--insecure)")
     client = ManagementClient(connection)
+    if before_read is not None:
+        before_read(client, loaded)
     actual = None
     if early is not None:
         early_connection, vhosts, reading = early
@@ -122,7 +207,26 @@ def _load_and_plan(files: list[str] | None, options: ConnectionOptions) -> tuple
         same_read = vhosts == scope(loaded.desired) and not manages_access(loaded.desired)
         if early_connection == connection and same_read:
             actual = reading.result()  # the same read would fail the same way: its error stands
-    return loaded, client, build_plan(client, loaded.desired, actual)
+    if actual is None:
+        actual = read_desired_scope(client, loaded.desired)
+    the_plan = build_plan(client, loaded.desired, actual)
+    if not targets and not only_vhosts:
+        return Planned(loaded, client, the_plan, actual)
+    known = [*loaded.desired.vhosts, *loaded.desired.absent_vhosts, *actual.vhosts]
+    selection = select(
+        list(the_plan.changes), loaded.desired, actual, parse_targets(targets or [], known), list(only_vhosts or [])
+    )
+    return Planned(loaded, client, narrow(the_plan, selection), actual, selection)
+
+
+def _plan_document(planned: Planned) -> dict[str, object]:
+    document = plan_to_json(planned.plan)
+    if planned.selection is not None:
+        document["partial"] = {
+            "targets": [t.text for t in planned.selection.targets],
+            "vhosts": list(planned.selection.vhosts),
+        }
+    return document
 
 
 def _prefetch(files: list[str], options: ConnectionOptions) -> tuple[Connection, list[str], Future[Actual]] | None:
@@ -154,11 +258,11 @@ def _prefetch(files: list[str], options: ConnectionOptions) -> tuple[Connection,
 
 
 @app.command()
-def validate(files: Files = None) -> None:
+def validate(files: Files = None, var_files: VarFiles = None) -> None:
     """Check topology files offline: schema, types, names, references. No broker needed."""
 
     def run() -> int:
-        loaded = load_topology(files or [])
+        loaded = load_topology(files or [], environment_with(var_files))
         desired = loaded.desired
         count = len(desired.objects) + len(desired.absent)
         for warning in desired.warnings:
@@ -172,6 +276,7 @@ def validate(files: Files = None) -> None:
 @app.command()
 def plan(
     files: Files = None,
+    var_files: VarFiles = None,
     url: Url = None,
     user: User = None,
     password: Password = None,
@@ -180,18 +285,50 @@ def plan(
     client_key: ClientKey = None,
     insecure: Insecure = False,
     timeout: Timeout = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
+    output_format: FormatOption = None,
     detailed_exitcode: Annotated[
         bool, typer.Option("--detailed-exitcode", help="Exit 2 when changes are pending (0 = in sync, 1 = error).")
     ] = False,
+    out: Annotated[
+        str | None,
+        typer.Option("--out", metavar="FILE", help="Also save the plan to FILE, for `topo apply FILE` (no secrets)."),
+    ] = None,
+    targets: Targets = None,
+    only_vhosts: OnlyVhosts = None,
     no_color: NoColor = False,
 ) -> None:
     """Show what apply would change on the live broker."""
 
     def run() -> int:
         options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
-        _, _, the_plan = _load_and_plan(files, options)
-        _out(render_json(the_plan) if as_json else render_text(the_plan, _colour(no_color)))
+        fmt = _output_format(output_format, as_json)
+        planned = _load_and_plan(files, options, var_files=var_files, targets=targets, only_vhosts=only_vhosts)
+        the_plan = planned.plan
+        if out:
+            identity = read_identity(planned.client)
+            connection = planned.client.connection
+            size = save(
+                out,
+                the_plan,
+                planned.actual,
+                identity,
+                url=connection.url,
+                user=connection.user,
+                material=key_material(connection.password),
+                files=list(files or []),
+                var_files=list(var_files or []),
+                targets=list(targets or []),
+                vhosts=list(only_vhosts or []),
+                plan_json=plan_to_json(the_plan),
+            )
+            _err(f"Saved the plan to {out} ({size:,} bytes): apply exactly it with `topo apply {out}`.")
+        if fmt is OutputFormat.JSON:
+            _out(json.dumps(_plan_document(planned), indent=2, ensure_ascii=False) + "\n")
+        elif fmt is OutputFormat.MARKDOWN:
+            _out(render_markdown(the_plan))
+        else:
+            _out(render_text(the_plan, _colour(no_color)))
         return 2 if detailed_exitcode and not the_plan.empty else 0
 
     _guarded(run)
@@ -199,7 +336,16 @@ def plan(
 
 @app.command()
 def apply(
+    plan_file: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[PLAN_FILE]",
+            help="A plan saved by `topo plan --out FILE`: apply exactly it, without asking, or refuse if stale.",
+            show_default=False,
+        ),
+    ] = None,
     files: Files = None,
+    var_files: VarFiles = None,
     url: Url = None,
     user: User = None,
     password: Password = None,
@@ -212,26 +358,108 @@ def apply(
     allow_data_loss: Annotated[
         bool, typer.Option("--allow-data-loss", help="Allow deleting or replacing queues that hold messages.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (needs --auto-approve).")] = False,
+    allow_disruption: Annotated[
+        bool,
+        typer.Option(
+            "--allow-disruption",
+            help="Allow deleting or replacing queues that have consumers (the broker cancels them).",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
+    output_format: FormatOption = None,
+    lock_timeout: LockTimeout = 0.0,
+    no_lock: NoLock = False,
+    targets: Targets = None,
+    only_vhosts: OnlyVhosts = None,
     no_color: NoColor = False,
 ) -> None:
     """Show the plan, ask, then make the broker match the files and verify it does."""
+    held: list[ApplyLock] = []
+    saved: list[SavedPlan] = []
+
+    def take_lock(client: ManagementClient, loaded: Loaded) -> None:
+        if saved:
+            refuse_other_broker(str(plan_file), saved[0], read_identity(client))
+        if no_lock:
+            return
+        vhosts, broker_wide = lock_scope(client, loaded.desired)
+        lock = ApplyLock(client)
+        held.append(lock)
+        lock.acquire(vhosts, lock_timeout, broker_wide)
+        for warning in lock.warnings:
+            _err(f"Warning: {warning}")
 
     def run() -> int:
+        fmt = _output_format(output_format, as_json)
+        if plan_file is not None:
+            if files or var_files or targets or only_vhosts:
+                raise TopoError(
+                    "a saved plan names its own files, var files and targets: give only the plan file "
+                    "(or no plan file and the options)"
+                )
+            saved.append(load_saved(plan_file))
+        if fmt is not OutputFormat.TEXT and not (auto_approve or saved):
+            raise TopoError(f"--format {fmt.value} needs --auto-approve: there is no one to ask")
+        outcome = Outcome()
+        try:
+            code = apply_files(fmt, outcome)
+        except TopoError as exc:
+            outcome.failed_with(exc)
+            _emit_outcome(fmt, outcome)
+            raise
+        _emit_outcome(fmt, outcome)
+        return code
+
+    def apply_files(fmt: OutputFormat, outcome: Outcome) -> int:
         options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
-        loaded, client, the_plan = _load_and_plan(files, options)
-        if as_json and not auto_approve:
-            raise TopoError("--json needs --auto-approve: there is no one to ask")
-        _out(render_json(the_plan) if as_json else render_text(the_plan, _colour(no_color)))
+        if saved:
+            plan_files, plan_vars, plan_targets, plan_vhosts = (
+                saved[0].files,
+                saved[0].var_files,
+                saved[0].targets,
+                saved[0].vhosts,
+            )
+        else:
+            plan_files, plan_vars, plan_targets, plan_vhosts = files, var_files, targets, only_vhosts
+        planned = _load_and_plan(plan_files, options, take_lock, plan_vars, plan_targets, plan_vhosts)
+        loaded, client, the_plan = planned.loaded, planned.client, planned.plan
+        if saved:
+            material = key_material(client.connection.password)
+            refuse_if_stale(str(plan_file), saved[0], the_plan, planned.actual, material)
+        outcome.plan = the_plan
+        outcome.warnings = [warning for lock in held for warning in lock.warnings]
+        if fmt is OutputFormat.TEXT:
+            _out(render_text(the_plan, _colour(no_color)))
         if the_plan.empty:
+            outcome.status = Status.NO_CHANGES
             return 0
-        the_plan.raise_if_unsafe(allow_data_loss, the_plan.me)
-        if not auto_approve and not _confirm():
+        the_plan.raise_if_unsafe(allow_data_loss, the_plan.me, allow_disruption)
+        if not auto_approve and not saved and not _confirm():  # a saved plan was reviewed already
+            outcome.status = Status.CANCELLED
             _err("Apply cancelled.")
             return 1
-        count = apply_and_verify(
-            client, loaded.desired, the_plan, allow_data_loss=allow_data_loss, progress=_progress_printer()
-        )
+        progress = _locking(held, outcome.record, _progress_printer())
+        try:
+            count = apply_and_verify(
+                client,
+                loaded.desired,
+                the_plan,
+                allow_data_loss=allow_data_loss,
+                allow_disruption=allow_disruption,
+                progress=progress,
+            )
+        except NotConverged as exc:
+            # A partial apply verifies what it targeted; what it left out is still pending, as planned.
+            if planned.selection is None or any(c.key in planned.selection.keys for c in exc.remaining):
+                raise
+            count = len(outcome.done)
+        outcome.succeeded()
+        for vhost in (vhost for lock in held for vhost in lock.lost):
+            outcome.warnings.append(
+                f"the apply lock on vhost {vhost!r} was lost during the apply (the broker was unreachable for longer "
+                "than its expiry, and another apply took it); the verification passed, but check the broker"
+            )
+            _err(f"Warning: {outcome.warnings[-1]}")
         summary = the_plan.summary()
         _err(
             f"Apply complete: {summary['add']} added, {summary['change']} changed, {summary['replace']} replaced, "
@@ -239,7 +467,30 @@ def apply(
         )
         return 0
 
-    _guarded(run)
+    try:
+        _guarded(run)
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _emit_outcome(fmt: OutputFormat, outcome: Outcome) -> None:
+    if fmt is OutputFormat.JSON:
+        _out(render_outcome_json(outcome))
+    elif fmt is OutputFormat.MARKDOWN:
+        _out(render_outcome_markdown(outcome))
+
+
+def _locking(held: list[ApplyLock], *progress: Callable[[int, int, Step], None]) -> Callable[[int, int, Step], None]:
+    """Progress callbacks that also lock each vhost the apply creates, right after it exists."""
+
+    def each(done: int, total: int, step: Step) -> None:
+        for callback in progress:
+            callback(done, total, step)
+        if held and step.change.kind is Kind.VHOST and step.phase is Action.CREATE:
+            held[0].take_new(step.change.key.vhost)
+
+    return each
 
 
 def _confirm() -> bool:
@@ -288,6 +539,19 @@ def export(
         typer.Option("--keep-hashes", help="Keep password hashes (password_hash) instead of ${VARIABLE} placeholders."),
     ] = False,
     no_users: Annotated[bool, typer.Option("--no-users", help="Leave users and permissions out.")] = False,
+    include_client_owned: Annotated[
+        bool,
+        typer.Option(
+            "--include-client-owned",
+            help="Keep the objects clients declare for themselves at run time (auto-delete, x-expires, Celery's...).",
+        ),
+    ] = False,
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ignore", metavar="PATTERN", help="Leave out objects whose name matches (* ? [...]; repeatable)."
+        ),
+    ] = None,
     url: Url = None,
     user: User = None,
     password: Password = None,
@@ -301,7 +565,8 @@ def export(
 
     def run() -> int:
         options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
-        result = _exported(vhost, from_definitions, options, keep_hashes, not no_users)
+        scope = ExportScope(include_client_owned, tuple(ignore or ()))
+        result = _exported(vhost, from_definitions, options, keep_hashes, not no_users, scope)
         for note in result.notes:
             _err(f"Note: {note}")
         if result.variables.names:
@@ -328,6 +593,7 @@ def _exported(
     options: ConnectionOptions,
     keep_hashes: bool,
     users: bool,
+    scope: ExportScope,
 ) -> ExportResult:
     if from_definitions is not None:
         if options.url:
@@ -340,12 +606,12 @@ def _exported(
         selected = sorted(vhosts or read.vhosts)
         if vhosts:
             keep_users_with_access(read.actual, selected)
-        return build_export(read.actual, selected, users and read.has_users, keep_hashes, source, read.notes)
+        return build_export(read.actual, selected, users and read.has_users, keep_hashes, source, read.notes, scope)
     connection = resolve_connection(env=os.environ, broker=None, **asdict(options))
     client = ManagementClient(connection)
     actual, selected, with_users, notes = read_for_export(client, vhosts, users)
     source = f"{redact_url(connection.url)} (RabbitMQ {actual.version})"
-    return build_export(actual, selected, with_users, keep_hashes, source, notes)
+    return build_export(actual, selected, with_users, keep_hashes, source, notes, scope)
 
 
 @app.command()

@@ -13,6 +13,7 @@ from typing import Any
 
 from topo.kinds import definition
 from topo.kinds.vhost import DEFAULTS as VHOST_DEFAULTS
+from topo.ownership import non_durable, out_of_scope
 from topo.redact import mask_uris
 from topo.state import Actual, Desired, Key, Kind, Obj, same_value
 
@@ -117,7 +118,11 @@ def diff(desired: Desired, actual: Actual) -> DiffResult:
             continue
         if definition(key.kind).access and not _manages(desired, actual, key, have):
             continue
-        if desired.prune.get(key.vhost, False):
+        if out_of_scope(have, actual.objects, desired.ignore.get(key.vhost, ())):
+            continue  # the clients' own objects, and what the files ignore: not topo's to touch or report
+        if desired.prune.get(key.vhost, False) and (
+            key.vhost in desired.prune_non_durable or not non_durable(have, actual.objects)
+        ):
             result.changes.append(Change(Action.DELETE, key, dict(have.attrs), None, "not declared (prune)"))
         else:
             result.unmanaged.append(have)

@@ -12,7 +12,7 @@ from topo.errors import NotConverged, Problem, TopoError, ValidationFailed
 from topo.kinds import definition
 from topo.normalize import tags_of
 from topo.plan import Held, Plan
-from topo.read import broker_wide_kinds, internal_queues, message_counts, read_actual
+from topo.read import broker_wide_kinds, consumer_counts, internal_queues, message_counts, read_actual
 from topo.render import display_name
 from topo.state import Actual, Desired, Key, Kind, Location
 
@@ -157,14 +157,18 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
     result = diff(adapted, actual)
     check_protected(desired, result.changes, actual, _protected_queues(client, result.changes, actual))
     check_privileges(result.changes, actual)
-    held = _count_messages(client, result.changes)
+    sees_all = bool(actual.my_tags & {"administrator", "monitoring"})
     warnings = [*desired.warnings, *actual.notes, *adapt_warnings]
+    held = _count_messages(client, result.changes, warnings, sees_all)
     return Plan(tuple(result.changes), tuple(result.unmanaged), tuple(warnings), me=actual.me, held=held)
 
 
-def _count_messages(client: ManagementClient, changes: list[Change]) -> dict[Key, Held]:
-    """Message counts, only for the objects the plan destroys that hold messages (a queue; every queue
-    of a vhost it deletes)."""
+def _count_messages(
+    client: ManagementClient, changes: list[Change], warnings: list[str], sees_all: bool
+) -> dict[Key, Held]:
+    """Message and consumer counts, only for the objects the plan destroys that hold messages (a queue;
+    every queue of a vhost it deletes). `sees_all`: the connected user may list every consumer
+    (administrator or monitoring tag); what the broker cannot say about consumers goes to `warnings`."""
     destructive = [
         c for c in changes if c.action in (Action.DELETE, Action.REPLACE) and definition(c.kind).holds_messages
     ]
@@ -177,12 +181,32 @@ def _count_messages(client: ManagementClient, changes: list[Change]) -> dict[Key
         vhost: message_counts(client, vhost, None if vhost in whole_vhosts else wanted.get(vhost))
         for vhost in whole_vhosts | set(wanted)
     }
+    subscribed = {
+        vhost: consumer_counts(client, vhost, None if vhost in whole_vhosts else wanted.get(vhost), sees_all)
+        for vhost in whole_vhosts | set(wanted)
+    }
+    unknown: dict[str, set[str]] = {}
     held = {}
     for change in destructive:
         found = counts[change.key.vhost]
         values = [found.get(change.key.name, 0)] if change.kind is Kind.QUEUE else list(found.values())
+        consumers = subscribed[change.key.vhost]
+        listed = {change.key.name: consumers.get(change.key.name)} if change.kind is Kind.QUEUE else consumers
+        for name, count in listed.items():
+            if count is None:
+                unknown.setdefault(change.key.vhost, set()).add(name)
         # A count the broker cannot give is treated as messages: refusing is the safe mistake.
-        held[change.key] = Held(sum(v for v in values if v is not None), any(v is None for v in values))
+        held[change.key] = Held(
+            sum(v for v in values if v is not None),
+            any(v is None for v in values),
+            sum(count or 0 for count in listed.values()),
+        )
+    for vhost, names in sorted(unknown.items()):
+        shown = ", ".join(map(repr, sorted(names)[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        warnings.append(
+            f"vhost {vhost!r}: the broker has no consumer statistics yet for queue(s) {shown} (they arrive every "
+            "few seconds, or statistics are disabled on the broker): counted as unused; plan again to be sure"
+        )
     return held
 
 
@@ -192,10 +216,13 @@ def apply_and_verify(
     plan: Plan,
     *,
     allow_data_loss: bool,
+    allow_disruption: bool = False,
     progress: Progress | None = None,
 ) -> int:
-    plan.raise_if_unsafe(allow_data_loss, plan.me)
-    count = apply_plan(client, plan, allow_data_loss=allow_data_loss, progress=progress)
+    plan.raise_if_unsafe(allow_data_loss, plan.me, allow_disruption)
+    count = apply_plan(
+        client, plan, allow_data_loss=allow_data_loss, allow_disruption=allow_disruption, progress=progress
+    )
     verify(client, desired)
     return count
 
@@ -211,5 +238,6 @@ def verify(client: ManagementClient, desired: Desired) -> None:
         )
         raise NotConverged(
             f"the broker did not converge: {len(remaining)} change(s) still pending after apply:\n{lines}\n"
-            "The broker accepted the requests but kept a different state (or something changed it meanwhile)."
+            "The broker accepted the requests but kept a different state (or something changed it meanwhile).",
+            remaining,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class TopoError(Exception):
@@ -62,8 +63,17 @@ class UnsafePlan(TopoError):
 
 
 class ApplyFailed(TopoError):
-    """Apply stopped part-way; the message says what was and was not done."""
+    """Apply stopped part-way; the message says what was and was not done (and the attributes, for machines)."""
+
+    def __init__(self, message: str, failures: list[Any] | None = None, not_attempted: list[Any] | None = None):
+        super().__init__(message)
+        self.failures = failures or []  # (Step, BrokerError) pairs
+        self.not_attempted = not_attempted or []  # Steps
 
 
 class NotConverged(TopoError):
     """The broker did not end up as planned after apply (it silently ignores some redeclarations)."""
+
+    def __init__(self, message: str, remaining: list[Any] | None = None):
+        super().__init__(message)
+        self.remaining = remaining or []  # the Changes still pending

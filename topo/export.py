@@ -24,6 +24,8 @@ from topo.kinds.vhost import DEFAULTS as VHOST_DEFAULTS
 from topo.kinds.vhost import written_default_type
 from topo.load import Source, load_topology
 from topo.model import Spec, Topology, VhostSpec, allowed_keys
+from topo.ownership import INCLUDE_HINT, set_aside
+from topo.render import display_name
 from topo.state import Actual, Kind, Obj, same_value
 
 
@@ -111,6 +113,36 @@ def _in_model_order(sections: dict[str, Any], model: type[Spec]) -> dict[str, An
     return dict(sorted(sections.items(), key=lambda item: order[item[0]]))
 
 
+@dataclass(frozen=True, slots=True)
+class ExportScope:
+    """What an export leaves out: the clients' own objects (unless included) and names matching `ignore`."""
+
+    include_client_owned: bool = False
+    ignore: tuple[str, ...] = ()
+
+
+LEFT_OUT_SHOWN = 20
+
+
+def _set_aside(actual: Actual, scope: ExportScope) -> list[str]:
+    owned, ignored = set_aside(actual.objects, scope.ignore, scope.include_client_owned)
+    notes = []
+    if owned:
+        lines = [
+            f"  {obj.kind.value} {display_name(obj.key, obj.attrs)} in vhost {obj.key.vhost!r}: {why}"
+            for obj, why in owned[:LEFT_OUT_SHOWN]
+        ]
+        if len(owned) > LEFT_OUT_SHOWN:
+            lines.append(f"  … and {len(owned) - LEFT_OUT_SHOWN} more")
+        notes.append(
+            f"left out {len(owned)} object{'s' if len(owned) != 1 else ''} that clients declare for themselves "
+            f"at run time ({INCLUDE_HINT} keeps them):\n" + "\n".join(lines)
+        )
+    if ignored:
+        notes.append(f"left out {ignored} object{'s' if ignored != 1 else ''} matching --ignore patterns")
+    return notes
+
+
 @dataclass(slots=True)
 class ExportResult:
     text: str
@@ -119,9 +151,16 @@ class ExportResult:
 
 
 def build_export(
-    actual: Actual, vhosts: list[str], users: bool, keep_hashes: bool, source: str, notes: list[str]
+    actual: Actual,
+    vhosts: list[str],
+    users: bool,
+    keep_hashes: bool,
+    source: str,
+    notes: list[str],
+    scope: ExportScope | None = None,
 ) -> ExportResult:
     """The YAML text, checked: loading it back must give exactly the objects it was made from."""
+    notes = [*notes, *_set_aside(actual, scope or ExportScope())]
     exported = export_document(actual, vhosts, users, keep_hashes)
     header = (
         f"Exported by topo from {source}.\n"

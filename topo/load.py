@@ -18,6 +18,7 @@ from topo.kinds import registry
 from topo.kinds.base import Declared, KindDef, Scope
 from topo.kinds.vhost import from_spec as vhost_from_spec
 from topo.model import BrokerSpec, Topology, allowed_keys, model_at
+from topo.ownership import ignored_by
 from topo.state import Desired, Key, Kind, Location, Obj
 from topo.yamlload import line_of, load_yaml
 
@@ -227,6 +228,9 @@ class _Builder:
         self.vhost_fields: dict[tuple[str, str], Location] = {}
         self.paths: dict[Key, tuple[Any, ...]] = {}
         self.top_prune: tuple[bool, Location] | None = None
+        # (vhost, or None for the top level) -> ignore patterns with where each was written.
+        self.ignore: dict[str | None, list[tuple[str, Location]]] = {}
+        self.prune_non_durable: dict[str, Location] = {}
 
     def _add(self, obj: Obj, where: Location, path: tuple[Any, ...], absent: bool = False) -> None:
         key = obj.key
@@ -252,6 +256,8 @@ class _Builder:
                     Problem(where.file, where.line, "prune", f"conflicts with prune at {self.top_prune[1]}")
                 )
             self.top_prune = (model.prune, where)
+        for index, pattern in enumerate(model.ignore):
+            self.ignore.setdefault(None, []).append((pattern, Location(source.path, raw, ("ignore", index))))
         for vhost, spec in model.vhosts.items():
             self.add_vhost(source, vhost, spec)
         for kind in registry():
@@ -297,6 +303,10 @@ class _Builder:
         if vhost not in self.desired.vhosts:
             self.desired.vhosts.append(vhost)
         self._merge_vhost_metadata(source, vhost, spec, at)
+        for index, pattern in enumerate(spec.ignore):
+            self.ignore.setdefault(vhost, []).append((pattern, at("ignore", index)))
+        if spec.prune_non_durable:
+            self.prune_non_durable.setdefault(vhost, at("prune_non_durable"))
         for kind in registry():
             if kind.scope is not Scope.VHOST or kind.kind is Kind.VHOST:
                 continue
@@ -341,10 +351,32 @@ class _Builder:
         top = self.top_prune[0] if self.top_prune else False
         for vhost in self.desired.vhosts:
             self.desired.prune.setdefault(vhost, top)
+        self._scope()
         if check_references:
             self._check_references()
             self._check_exchange_arguments()
         return self.desired
+
+    def _scope(self) -> None:
+        """Ignore patterns per vhost (with the top level's), and prune_non_durable only beside prune."""
+        desired = self.desired
+        for vhost, where in self.prune_non_durable.items():
+            if desired.prune.get(vhost):
+                desired.prune_non_durable.add(vhost)
+            else:
+                reason = "needs prune: true (on the vhost or at the top level): it widens what prune deletes"
+                self.problems.append(Problem(where.file, where.line, format_path(where.path), reason))
+        patterns = {v: [*self.ignore.get(None, []), *self.ignore.get(v, [])] for v in desired.vhosts}
+        desired.ignore = {vhost: [p for p, _ in found] for vhost, found in patterns.items() if found}
+        for key, obj in desired.objects.items():
+            for pattern, where in patterns.get(key.vhost, []):
+                if key.kind is not Kind.BINDING and ignored_by(obj, [pattern]):
+                    declared = desired.locations[key]
+                    reason = (
+                        f"{key.kind.value} {obj.attrs.get('name', key.name)!r} (declared at {declared}) matches this "
+                        "pattern: topo cannot both manage and ignore it; narrow the pattern or drop the declaration"
+                    )
+                    self.problems.append(Problem(where.file, where.line, format_path(where.path), reason))
 
     def _check_exchange_arguments(self) -> None:
         """Dead-letter and alternate exchanges that are not declared: the broker silently drops instead."""
@@ -417,9 +449,7 @@ class _Builder:
         self.problems.append(Problem(where.file, where.line, format_path(self.paths.get(key, ())), reason))
 
 
-def load_topology(
-    paths: Sequence[str], env: Mapping[str, str] | None = None, sources: Sequence[Source] = ()
-) -> Loaded:
+def load_topology(paths: Sequence[str], env: Mapping[str, str] | None = None, sources: Sequence[Source] = ()) -> Loaded:
     """Read, validate and merge topology files (and documents held in memory, after them); raises
     ValidationFailed with every problem found. With only `sources`, no file is read."""
     environment = os.environ if env is None else env

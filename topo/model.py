@@ -34,6 +34,8 @@ from topo.passwords import hash_problem
 ApplyTo = Literal["all", "queues", "exchanges", "classic_queues", "quorum_queues", "streams"]
 QueueType = Literal["classic", "quorum", "stream"]
 Arguments = dict[str, JsonValue]
+# A shell-style name pattern (`ignore:`); an empty one would match nothing, and is a mistake.
+IgnorePattern = Annotated[str, Field(min_length=1)]
 
 
 class Spec(BaseModel):
@@ -425,6 +427,16 @@ class VhostSpec(Spec):
     prune: bool | None = Field(
         None, description="Delete objects in this vhost that the files do not declare (default: top-level prune)."
     )
+    prune_non_durable: bool = Field(
+        False,
+        description="With prune, also delete undeclared non-durable queues and exchanges (left alone by default: "
+        "applications declare them for themselves).",
+    )
+    ignore: list[IgnorePattern] = Field(
+        default_factory=list,
+        description="Name patterns (* ? [...]) of exchanges, queues, bindings (either end), policies, shovels and "
+        "federation upstreams that topo never touches nor reports in this vhost.",
+    )
     limits: LimitsSpec | None = None
     exchanges: dict[str, ExchangeSpec] = Field(default_factory=dict)
     queues: dict[str, QueueSpec] = Field(default_factory=dict)
@@ -574,6 +586,9 @@ class Topology(Spec):
     version: Literal[1] = 1
     broker: BrokerSpec | None = None
     prune: bool = Field(False, description="Delete undeclared objects in every managed vhost.")
+    ignore: list[IgnorePattern] = Field(
+        default_factory=list, description="Name patterns that topo never touches nor reports, in every vhost."
+    )
     vhosts: dict[str, VhostSpec] = Field(default_factory=dict)
     users: dict[str, UserSpec] = Field(default_factory=dict)
     global_parameters: dict[str, GlobalParameterSpec] = Field(

@@ -14,6 +14,8 @@ from typing import Any
 # queue and internal exchange on the upstream side of each link ("federation: events -> node:vhost:events").
 PLUGIN_PREFIX = "federation: "
 TRANSIENT_QUEUE_PREFIXES = ("amq.gen-", "mqtt-subscription-", PLUGIN_PREFIX)
+# The queue `topo apply` holds as its lock (see lock.py): never planned, pruned or exported.
+LOCK_QUEUE = "topo.lock"
 
 
 def is_builtin_exchange(name: str) -> bool:
@@ -22,7 +24,7 @@ def is_builtin_exchange(name: str) -> bool:
 
 
 def is_transient_queue(name: str, exclusive: bool = False) -> bool:
-    return exclusive or name.startswith(TRANSIENT_QUEUE_PREFIXES) or name.startswith("amq.")
+    return exclusive or name == LOCK_QUEUE or name.startswith(TRANSIENT_QUEUE_PREFIXES) or name.startswith("amq.")
 
 
 def tags_of(value: Any) -> list[str]:
@@ -50,5 +52,3 @@ def strings_in(value: Any) -> Iterator[str]:
     elif isinstance(value, list):
         for item in value:
             yield from strings_in(item)
-
-

@@ -69,10 +69,12 @@ def steps(changes: Iterable[Change]) -> list[Step]:
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """What the broker reported about an object the plan destroys: the messages it would lose."""
+    """What the broker reported about an object the plan destroys: the messages it would lose, and the
+    consumers it would cancel."""
 
     messages: int = 0
     unknown: bool = False  # the broker could not count them (treated as holding messages)
+    consumers: int = 0
 
 
 def _loss(held: Held) -> str:
@@ -107,6 +109,11 @@ class Plan:
         """Messages `change` would destroy, as counted when planning (None: not counted, not destructive)."""
         held = self.held.get(change.key)
         return held.messages if held is not None else None
+
+    def consumers(self, change: Change) -> int | None:
+        """Consumers `change` would cancel, as counted when planning (None: not counted, not destructive)."""
+        held = self.held.get(change.key)
+        return held.consumers if held is not None else None
 
     def messages_unknown(self, change: Change) -> bool:
         held = self.held.get(change.key)
@@ -151,7 +158,15 @@ class Plan:
                 )
         return reasons
 
-    def raise_if_unsafe(self, allow_data_loss: bool, me: str = "") -> None:
+    def disruptions(self) -> list[Change]:
+        """Changes that would cancel consumers (deleting or replacing a queue, or a vhost, they read from)."""
+        return [
+            c
+            for c in self.changes
+            if c.action in (Action.DELETE, Action.REPLACE) and definition(c.kind).holds_messages and self.consumers(c)
+        ]
+
+    def raise_if_unsafe(self, allow_data_loss: bool, me: str = "", allow_disruption: bool = False) -> None:
         lockouts = self.lockouts(me) if me else []
         if lockouts:
             raise UnsafePlan(
@@ -159,13 +174,28 @@ class Plan:
                 + "\n".join(f"  {reason}" for reason in lockouts)
                 + "\nApply it as another administrator, or change the files."
             )
+        refusals = []
         losses = self.data_loss()
         if losses and not allow_data_loss:
             lines = "\n".join(
                 f"  {c.action.value} {c.kind.value} {c.key.name!r} in vhost {c.key.vhost!r}: {_loss(self.held[c.key])}"
                 for c in losses
             )
-            raise UnsafePlan(
-                f"refusing to apply: the plan would destroy messages:\n{lines}\n"
+            refusals.append(
+                f"the plan would destroy messages:\n{lines}\n"
                 "Drain the queues first, or pass --allow-data-loss to accept the loss."
             )
+        cut_off = self.disruptions()
+        if cut_off and not allow_disruption:
+            lines = "\n".join(
+                f"  {c.action.value} {c.kind.value} {c.key.name!r} in vhost {c.key.vhost!r}: "
+                f"{self.consumers(c)} consumer{'' if self.consumers(c) == 1 else 's'}"
+                for c in cut_off
+            )
+            refusals.append(
+                f"the plan would cancel the consumers of queues in use:\n{lines}\n"
+                "Stop those consumers first, or pass --allow-disruption to have the broker cancel them "
+                "(many clients do not subscribe again by themselves)."
+            )
+        if refusals:
+            raise UnsafePlan("refusing to apply: " + "\nand ".join(refusals))

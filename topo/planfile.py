@@ -35,7 +35,8 @@ def plan_to_data(plan: Plan) -> dict[str, Any]:
             for change in plan.changes
         ],
         "held": [
-            {**_key(key), "messages": held.messages, "unknown": held.unknown} for key, held in sorted(plan.held.items())
+            {**_key(key), "messages": held.messages, "unknown": held.unknown, "consumers": held.consumers}
+            for key, held in sorted(plan.held.items())
         ],
         "unmanaged": [{**_key(obj.key), "attrs": _attrs(obj.attrs)} for obj in plan.unmanaged],
         "warnings": list(plan.warnings),
@@ -49,7 +50,7 @@ def plan_from_data(data: dict[str, Any]) -> Plan:
         Change(Action(item["action"]), _key_of(item), _value(item["before"]), _value(item["after"]), item["reason"])
         for item in data["changes"]
     ]
-    held = {_key_of(item): Held(item["messages"], item["unknown"]) for item in data["held"]}
+    held = {_key_of(item): Held(item["messages"], item["unknown"], item["consumers"]) for item in data["held"]}
     unmanaged = [Obj(_key_of(item), _value(item["attrs"])) for item in data["unmanaged"]]
     return Plan(tuple(changes), tuple(unmanaged), tuple(data["warnings"]), me=data["me"], held=held)
 

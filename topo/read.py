@@ -436,6 +436,43 @@ def internal_queues(client: ManagementClient, vhost: str) -> dict[str, str]:
     return found
 
 
+def consumer_counts(
+    client: ManagementClient, vhost: str, names: set[str] | None = None, complete_listing: bool = False
+) -> dict[str, int | None]:
+    """Consumers per queue in a vhost (of `names`, or all); None where the broker cannot say.
+
+    Two sources, both refreshed every statistics interval (5 s by default), so both lag subscriptions:
+    /api/consumers lists every consumer, but to users tagged neither administrator nor monitoring
+    only their own (`complete_listing` says the connected user sees all); the queue listing's
+    `consumers` statistic is there for every user, but absent for a queue until its first round
+    (or everywhere, when the broker's statistics are disabled). Without a complete listing the
+    larger of the two counts, and a queue with neither is None.
+    """
+    response = client.request(
+        "GET", api_path("consumers", vhost), what=f"list consumers in vhost {vhost!r}", ok=(400, 404)
+    )
+    listed: dict[str, int] = {}
+    for consumer in response.json() if response.status_code == 200 else []:
+        name = (consumer.get("queue") or {}).get("name")
+        if name is not None and (names is None or name in names):
+            listed[name] = listed.get(name, 0) + 1
+    if complete_listing and response.status_code == 200:
+        return dict(listed) if names is None else {name: listed.get(name, 0) for name in names}
+    queues = client.get(
+        api_path("queues", vhost), what=f"count consumers in vhost {vhost!r}", params={"columns": "name,consumers"}
+    )
+    counts: dict[str, int | None] = {}
+    for queue in queues:
+        name, statistic = queue["name"], queue.get("consumers")
+        if names is not None and name not in names:
+            continue
+        if statistic is None and name not in listed:
+            counts[name] = None
+        else:
+            counts[name] = max(int(statistic or 0), listed.get(name, 0))
+    return counts
+
+
 def message_counts(client: ManagementClient, vhost: str, names: set[str] | None = None) -> dict[str, int | None]:
     """Messages per queue in a vhost (of `names`, or all), None where the broker cannot say.
 

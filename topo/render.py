@@ -7,11 +7,12 @@ from itertools import groupby
 from typing import Any
 
 from topo.diff import Action, Change
+from topo.hints import replace_hint
 from topo.kinds import definition
 from topo.passwords import Password
 from topo.plan import Plan
 from topo.redact import mask_uris
-from topo.state import Key, Obj
+from topo.state import Key, Kind, Obj
 
 SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-"}
 COLOURS = {Action.CREATE: "32", Action.UPDATE: "33", Action.REPLACE: "35", Action.DELETE: "31"}
@@ -86,6 +87,15 @@ def _change_lines(plan: Plan, change: Change, paint: _Painter) -> list[str]:
         lines.append(paint(warning, "1;31"))
     if plan.messages_unknown(change):
         lines.append(paint(f"{pad}# the broker cannot count its messages: treated as holding some", "1;31"))
+    consumers = plan.consumers(change)
+    if consumers:
+        warning = f"{pad}# {_count(consumers, 'consumer')} subscribed: the broker would cancel them"
+        lines.append(paint(warning, "1;31"))
+    elif messages == 0 and not plan.messages_unknown(change) and consumers == 0:
+        lines.append(f"{pad}# not in use: no messages, no consumers")
+    hint = replace_hint(change)
+    if hint:
+        lines.append(paint(f"{pad}# hint: {hint}", "36"))
     return lines
 
 
@@ -124,6 +134,16 @@ def render_text(plan: Plan, colour: bool = False) -> str:
                     "1;31",
                 )
             )
+        cut_off = plan.disruptions()
+        if cut_off:
+            total = sum(plan.consumers(c) or 0 for c in cut_off)
+            out.append(
+                paint(
+                    f"Disruption: {_count(total, 'consumer')} of {_count(len(cut_off), 'object')} would be cancelled "
+                    "(apply needs --allow-disruption).",
+                    "1;31",
+                )
+            )
     return "\n".join(out) + "\n"
 
 
@@ -136,9 +156,11 @@ def _unmanaged_lines(unmanaged: list[Obj]) -> list[str]:
         " (prune: true deletes them):",
     ]
     for obj in unmanaged[:UNMANAGED_SHOWN]:
+        durable = obj.kind not in (Kind.QUEUE, Kind.EXCHANGE) or obj.attrs.get("durable") is not False
         out.append(
             f"    {obj.key.kind.value} {display_name(obj.key, obj.attrs)} in vhost "
             f"{json.dumps(obj.key.vhost, ensure_ascii=False)}"
+            + ("" if durable else " (non-durable: prune_non_durable: true deletes it)")
         )
     if len(unmanaged) > UNMANAGED_SHOWN:
         out.append(f"    … and {len(unmanaged) - UNMANAGED_SHOWN} more (see --json)")
@@ -157,6 +179,8 @@ def change_to_json(plan: Plan, change: Change) -> dict[str, Any]:
         "reason": change.reason,
         "messages": plan.messages(change),
         "messages_unknown": plan.messages_unknown(change),
+        "consumers": plan.consumers(change),
+        "hint": replace_hint(change),
     }
 
 
@@ -166,6 +190,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "changes": [change_to_json(plan, c) for c in plan.changes],
         "summary": plan.summary(),
         "data_loss": [change_to_json(plan, c) for c in plan.data_loss()],
+        "disruption": [change_to_json(plan, c) for c in plan.disruptions()],
         "unmanaged": [
             {
                 "kind": o.kind.value,

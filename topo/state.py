@@ -92,6 +92,9 @@ class Desired:
     vhosts: list[str] = field(default_factory=list)  # managed vhosts, in declaration order
     absent_vhosts: list[str] = field(default_factory=list)
     prune: dict[str, bool] = field(default_factory=dict)
+    prune_non_durable: set[str] = field(default_factory=set)  # vhosts where pruning includes non-durable objects
+    # Name patterns per vhost (top-level ones included) of objects topo never touches nor reports.
+    ignore: dict[str, list[str]] = field(default_factory=dict)
     # Vhosts whose permissions / topic permissions the files manage (the key is present there).
     access: set[tuple[Kind, str]] = field(default_factory=set)
     locations: dict[Key, Location] = field(default_factory=dict)

@@ -30,7 +30,7 @@ Broker = Capabilities
 
 
 def version_of(text: str) -> tuple[int, ...]:
-    """"3.13.7" -> (3, 13, 7); "" -> () (unknown: every version check passes)."""
+    """ "3.13.7" -> (3, 13, 7); "" -> () (unknown: every version check passes)."""
     if not text:
         return ()
     parts = []
@@ -159,7 +159,13 @@ class KindDef:
         return attrs
 
     def write(
-        self, client: ManagementClient, change: Change, phase: Phase, what: str, allow_data_loss: bool
+        self,
+        client: ManagementClient,
+        change: Change,
+        phase: Phase,
+        what: str,
+        allow_data_loss: bool,
+        allow_disruption: bool = False,
     ) -> None:
         """One request (or a few): the phase of `change` on the broker."""
         attrs = change.after if change.after is not None else change.before
@@ -197,6 +203,22 @@ def refuse_if_messages_arrived(client: ManagementClient, change: Change, what: s
     if any(count is None or count > 0 for count in counts.values()):
         held = sum(count or 0 for count in counts.values())
         raise StepRefused(what, f"it now holds messages ({held} counted) that the plan did not; --allow-data-loss")
+
+
+def refuse_if_consumers_arrived(client: ManagementClient, change: Change, what: str) -> None:
+    """Counts consumers again just before a delete the broker cannot make conditional on them."""
+    from topo.read import consumer_counts
+
+    names = None if change.kind is Kind.VHOST else {change.key.name}
+    count = sum(c or 0 for c in consumer_counts(client, change.key.vhost, names).values())
+    if count:
+        raise StepRefused(what, consumers_refusal(count))
+
+
+def consumers_refusal(count: int) -> str:
+    # The broker lists consumers only after its next statistics round (5 s by default): maybe none yet.
+    found = f"{count} consumer{'' if count == 1 else 's'}" if count else "consumers (not listed yet)"
+    return f"it now has {found} that the plan did not; --allow-disruption lets the broker cancel them"
 
 
 def deep_sorted(value: Any) -> Any:

@@ -101,7 +101,13 @@ class BindingDef(KindDef):
         return {"routing_key": attrs["routing_key"], "arguments": attrs["arguments"]}
 
     def write(
-        self, client: ManagementClient, change: Change, phase: Phase, what: str, allow_data_loss: bool
+        self,
+        client: ManagementClient,
+        change: Change,
+        phase: Phase,
+        what: str,
+        allow_data_loss: bool,
+        allow_disruption: bool = False,
     ) -> None:
         if phase is Phase.WRITE:
             path = self.path(change.key, change.after or {}, phase)

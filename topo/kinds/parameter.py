@@ -82,10 +82,16 @@ class ParameterDef(KindDef):
         return {"value": attrs["value"]}
 
     def write(
-        self, client: ManagementClient, change: Change, phase: Phase, what: str, allow_data_loss: bool
+        self,
+        client: ManagementClient,
+        change: Change,
+        phase: Phase,
+        what: str,
+        allow_data_loss: bool,
+        allow_disruption: bool = False,
     ) -> None:
         try:
-            super().write(client, change, phase, what, allow_data_loss)
+            super().write(client, change, phase, what, allow_data_loss, allow_disruption)
         except BrokerError as exc:
             value = (change.after or {}).get("value")
             if phase is Phase.DELETE or mask_uris(value) == value:

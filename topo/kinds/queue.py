@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter
 
 from topo.client import api_path
+from topo.errors import BrokerError, StepRefused
 from topo.kinds import Kind
 from topo.kinds.base import (
     Broker,
@@ -17,7 +18,9 @@ from topo.kinds.base import (
     KindDef,
     Phase,
     by_name,
+    consumers_refusal,
     deep_sorted,
+    refuse_if_consumers_arrived,
     refuse_if_messages_arrived,
 )
 from topo.kinds.exchange import name_problem
@@ -110,17 +113,29 @@ class QueueDef(KindDef):
         return {"durable": attrs["durable"], "auto_delete": attrs["auto_delete"], "arguments": arguments}
 
     def write(
-        self, client: ManagementClient, change: Change, phase: Phase, what: str, allow_data_loss: bool
+        self,
+        client: ManagementClient,
+        change: Change,
+        phase: Phase,
+        what: str,
+        allow_data_loss: bool,
+        allow_disruption: bool = False,
     ) -> None:
+        if phase is Phase.DELETE and (change.before or {}).get("type") == "classic":
+            _delete_classic(
+                client,
+                change,
+                self.path(change.key, change.before or {}, phase),
+                what,
+                allow_data_loss,
+                allow_disruption,
+            )
+            return
         if phase is Phase.DELETE and not allow_data_loss:
-            path = self.path(change.key, change.before or {}, phase)
-            if (change.before or {}).get("type") == "classic":
-                # The plan saw no messages; if some arrived since, let the broker refuse instead of losing
-                # them. Only classic queues honour if-empty: quorum queues reject it, streams ignore it.
-                client.request("DELETE", path + "?if-empty=true", what=what, ok=(404,))
-                return
             refuse_if_messages_arrived(client, change, what)
-        super().write(client, change, phase, what, allow_data_loss)
+        if phase is Phase.DELETE and not allow_disruption:
+            refuse_if_consumers_arrived(client, change, what)
+        super().write(client, change, phase, what, allow_data_loss, allow_disruption)
 
     def bulk_definition(self, key: Key, attrs: dict[str, Any]) -> dict[str, Any]:
         return {"name": key.name, **self.body(key, attrs)}
@@ -146,3 +161,31 @@ def _queue(obj: Obj, default_type: str | None) -> dict[str, Any]:
 
 
 DEFINITION = QueueDef()
+
+
+def _delete_classic(
+    client: ManagementClient, change: Change, path: str, what: str, allow_data_loss: bool, allow_disruption: bool
+) -> None:
+    """The plan saw no messages (no consumers): if some arrived since, the broker itself refuses.
+
+    Only classic queues honour if-empty and if-unused: quorum queues reject them, streams ignore them.
+    """
+    from topo.read import consumer_counts, message_counts
+
+    conditions = [
+        name for name, allowed in (("if-empty", allow_data_loss), ("if-unused", allow_disruption)) if not allowed
+    ]
+    if not conditions:
+        client.delete(path, what=what)
+        return
+    try:
+        client.request("DELETE", path + "?" + "&".join(f"{c}=true" for c in conditions), what=what, ok=(404,))
+    except BrokerError as exc:
+        if exc.status == 400 and "in use" in exc.reason:
+            count = sum(c or 0 for c in consumer_counts(client, change.key.vhost, {change.key.name}).values())
+            raise StepRefused(what, consumers_refusal(count)) from None
+        if exc.status == 400 and "not empty" in exc.reason:
+            held = sum(c or 0 for c in message_counts(client, change.key.vhost, {change.key.name}).values())
+            reason = f"it now holds messages ({held} counted) that the plan did not; --allow-data-loss"
+            raise StepRefused(what, reason) from None
+        raise

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any
 from topo.client import api_path
 from topo.emit import Flow
 from topo.kinds import Kind
-from topo.kinds.base import Broker, ExportContext, KindDef, Phase, refuse_if_messages_arrived
+from topo.kinds.base import (
+    Broker,
+    ExportContext,
+    KindDef,
+    Phase,
+    refuse_if_consumers_arrived,
+    refuse_if_messages_arrived,
+)
 from topo.model import VhostSpec
 from topo.normalize import tags_of
 from topo.state import Key, Obj
@@ -93,11 +100,19 @@ class VhostDef(KindDef):
         return body
 
     def write(
-        self, client: ManagementClient, change: Change, phase: Phase, what: str, allow_data_loss: bool
+        self,
+        client: ManagementClient,
+        change: Change,
+        phase: Phase,
+        what: str,
+        allow_data_loss: bool,
+        allow_disruption: bool = False,
     ) -> None:
         if phase is Phase.DELETE and not allow_data_loss:
             refuse_if_messages_arrived(client, change, what)
-        super().write(client, change, phase, what, allow_data_loss)
+        if phase is Phase.DELETE and not allow_disruption:
+            refuse_if_consumers_arrived(client, change, what)
+        super().write(client, change, phase, what, allow_data_loss, allow_disruption)
         if phase is Phase.WRITE:
             _set_deletion_protection(client, change, what)
 
