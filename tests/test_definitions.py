@@ -422,7 +422,17 @@ def test_an_identical_repeat_is_accepted(tmp_path: Path) -> None:
 def test_deeply_nested_json_is_an_error_not_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "d.json"
     path.write_text('{"queues": ' + "[" * 100000 + "]" * 100000 + "}", encoding="utf-8")
-    with pytest.raises(ValidationFailed, match="nested too deeply"):
+    with pytest.raises(ValidationFailed, match=r"d\.json:1: nested more than 64 levels deep"):
+        read_definitions(str(path))
+    # Brackets inside strings do not count; 60 levels are read (and then judged as definitions).
+    path.write_text('{"_comment": "' + "[" * 1000 + '", "x": ' + "[" * 60 + "]" * 60 + "}", encoding="utf-8")
+    read_definitions(str(path))
+
+
+def test_a_number_python_will_not_convert_is_an_error_naming_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "d.json"
+    path.write_text('{\n"queues": [{"name": "q", "durable": true, "arguments": {"x-max-length": ' + "9" * 5000 + "}}]}")
+    with pytest.raises(ValidationFailed, match=r"d\.json:2: a number with 5,000 digits"):
         read_definitions(str(path))
 
 

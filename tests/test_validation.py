@@ -6,6 +6,7 @@ No broker, no network: only topo.load, topo.yamlload and the CLI's `validate` co
 from __future__ import annotations
 
 import textwrap
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -608,8 +609,55 @@ def test_aliases_share_one_value_and_merges_survive_reuse() -> None:
     assert problems == [] and data["x"] == {"a": 2} and data["y"] == {"a": 2}
     _, problems = load_yaml("base: &b {a: 1}\nm:\n  <<: *b\n  a: 2\n  a: 3\n", "t.yaml", {})
     assert [p.message for p in problems] == ["duplicate key (first defined at line 4)"]
-    # Nested aliases are shared, not rebuilt: ten levels of ten would be 10**10 values otherwise.
+    # Nested aliases are shared, not rebuilt.
+    nested, problems = load_yaml(_alias_levels(4), "t.yaml", {})
+    assert problems == [] and nested["a3"][0] is nested["a2"]
+
+
+def _alias_levels(levels: int) -> str:
     lines = ["a0: &a0 [" + ", ".join(["x"] * 10) + "]"]
-    lines += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 10) + "]" for n in range(1, 10)]
-    nested, problems = load_yaml("\n".join(lines) + "\n", "t.yaml", {})
-    assert problems == [] and nested["a9"][0] is nested["a8"]
+    lines += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 10) + "]" for n in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+LEVELS = list(zip("abcdefg", "bcdefgh", strict=True))
+
+
+def test_an_alias_bomb_is_an_error_naming_its_line_and_costs_nothing(tmp_path: Path) -> None:
+    # Ten levels of ten: 10**10 values once expanded, which validation and diffing would walk.
+    started = time.monotonic()
+    data, problems = load_yaml(_alias_levels(10), "t.yaml", {})
+    assert data is None and len(problems) == 1
+    assert problems[0].line == 5 and "expand to more than 100,000 values" in problems[0].message
+    assert time.monotonic() - started < 1
+    path = tmp_path / "bomb.yaml"
+    path.write_text(
+        "vhosts:\n  v:\n    queues:\n      q:\n        arguments:\n          x-a: &a [1, 2, 3, 4, 5, 6, 7, 8]\n"
+        + "".join(f"          x-{b}: &{b} [{', '.join([f'*{a}'] * 8)}]\n" for a, b in LEVELS)
+    )
+    result = run_topo("validate", "-f", str(path))
+    assert result.code == 1 and f"{path}:11: the aliases (*name) here expand" in result.stderr, result.output
+
+
+def test_merges_chained_deeply_stay_linear() -> None:
+    # PyYAML's flatten_mapping copies every level's pairs into the next: 2**30 pairs for this chain.
+    lines = ["m0: &m0 {k: 1}"] + [f"m{n}: &m{n} {{<<: [*m{n - 1}, *m{n - 1}], k{n}: {n}}}" for n in range(1, 30)]
+    data, problems = load_yaml("\n".join(lines) + "\n", "t.yaml", {})
+    assert problems == [] and data["m29"]["k"] == 1 and data["m29"]["k28"] == 28 and len(data["m29"]) == 30
+
+
+@pytest.mark.parametrize("opening", ["[", "{a: ", "- "])
+def test_deep_nesting_is_an_error_not_a_crash(tmp_path: Path, opening: str) -> None:
+    if opening == "- ":
+        body = "".join("  " * n + "-\n" for n in range(300))
+    else:
+        body = opening * 500 + ("]" if opening == "[" else "}") * 500
+    path = tmp_path / "deep.yaml"
+    path.write_text(
+        "vhosts:\n  v:\n    queues:\n      q:\n        arguments:\n          x-deep: " + body + "\n"
+        if opening != "- "
+        else "vhosts:\n" + body
+    )
+    result = run_topo("validate", "-f", str(path))
+    assert result.code == 1 and "nested more than 64 levels deep" in result.stderr, result.output
+    assert "Internal error" not in result.output

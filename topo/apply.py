@@ -117,6 +117,8 @@ def _run_serially(
             execute(client, step, allow_data_loss, allow_disruption)
         except BrokerError as error:
             results.append((step, error))
+        except Exception as exc:  # a bug: still reported with what was and was not done
+            results.append((step, BrokerError(describe(step), None, f"internal error (a bug in topo): {exc!r}")))
         else:
             results.append((step, None))
     return results

@@ -119,6 +119,16 @@ NoLock = Annotated[
     bool,
     typer.Option("--no-lock", help="Apply without the lock (only where nothing else ever applies to the broker)."),
 ]
+RestartWait = Annotated[
+    float | None,
+    typer.Option(
+        "--restart-wait",
+        min=0,
+        max=3600,
+        metavar="SECONDS",
+        help="How long to wait for a broker that stops answering (restarting). Env: TOPO_RESTART_WAIT. Default: 120.",
+    ),
+]
 NoColor = Annotated[bool, typer.Option("--no-color", help="No colour (also: NO_COLOR set, or not a terminal).")]
 
 
@@ -170,6 +180,11 @@ class ConnectionOptions:
     client_key: str | None
     insecure: bool
     timeout: float | None
+    restart_wait: float | None = None
+
+
+def _client(connection: Connection) -> ManagementClient:
+    return ManagementClient(connection, notify=_err)
 
 
 @dataclass
@@ -197,16 +212,18 @@ def _load_and_plan(
     connection = resolve_connection(env=os.environ, broker=loaded.broker, **asdict(options))
     if connection.verify is False and connection.url.startswith("https:"):
         _err(f"Warning: not verifying the TLS certificate of {connection.url} (--insecure)")
-    client = ManagementClient(connection)
+    client = _client(connection)
     if before_read is not None:
         before_read(client, loaded)
     actual = None
     if early is not None:
-        early_connection, vhosts, reading = early
+        early_client, vhosts, reading = early
         # The early read counts only if it asked the same broker, as the same user, about the same vhosts.
         same_read = vhosts == scope(loaded.desired) and not manages_access(loaded.desired)
-        if early_connection == connection and same_read:
-            actual = reading.result()  # the same read would fail the same way: its error stands
+        if early_client.connection == connection:
+            client = early_client  # it knows whether the broker has answered (see ManagementClient)
+            if same_read:
+                actual = reading.result()  # the same read would fail the same way: its error stands
     if actual is None:
         actual = read_desired_scope(client, loaded.desired)
     the_plan = build_plan(client, loaded.desired, actual)
@@ -229,7 +246,9 @@ def _plan_document(planned: Planned) -> dict[str, object]:
     return document
 
 
-def _prefetch(files: list[str], options: ConnectionOptions) -> tuple[Connection, list[str], Future[Actual]] | None:
+def _prefetch(
+    files: list[str], options: ConnectionOptions
+) -> tuple[ManagementClient, list[str], Future[Actual]] | None:
     """Starts reading the broker while the files are parsed, when options or environment say where it is.
 
     On large topologies parsing and reading take about as long as each other; overlapping them halves
@@ -245,16 +264,17 @@ def _prefetch(files: list[str], options: ConnectionOptions) -> tuple[Connection,
     except TopoError:
         return None
     reading: Future[Actual] = Future()
+    client = _client(connection)
 
     def read() -> None:
         try:
-            reading.set_result(read_actual(ManagementClient(connection), vhosts))
+            reading.set_result(read_actual(client, vhosts))
         except BaseException as exc:  # handed to whoever waits for the result
             reading.set_exception(exc)
 
     # A daemon thread: a file with errors must not keep the process waiting for a slow broker.
     threading.Thread(target=read, name="topo-prefetch", daemon=True).start()
-    return connection, vhosts, reading
+    return client, vhosts, reading
 
 
 @app.command()
@@ -285,6 +305,7 @@ def plan(
     client_key: ClientKey = None,
     insecure: Insecure = False,
     timeout: Timeout = None,
+    restart_wait: RestartWait = None,
     as_json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
     output_format: FormatOption = None,
     detailed_exitcode: Annotated[
@@ -301,7 +322,9 @@ def plan(
     """Show what apply would change on the live broker."""
 
     def run() -> int:
-        options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
+        options = ConnectionOptions(
+            url, user, password, ca_cert, client_cert, client_key, insecure, timeout, restart_wait
+        )
         fmt = _output_format(output_format, as_json)
         planned = _load_and_plan(files, options, var_files=var_files, targets=targets, only_vhosts=only_vhosts)
         the_plan = planned.plan
@@ -354,6 +377,7 @@ def apply(
     client_key: ClientKey = None,
     insecure: Insecure = False,
     timeout: Timeout = None,
+    restart_wait: RestartWait = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")] = False,
     allow_data_loss: Annotated[
         bool, typer.Option("--allow-data-loss", help="Allow deleting or replacing queues that hold messages.")
@@ -411,7 +435,9 @@ def apply(
         return code
 
     def apply_files(fmt: OutputFormat, outcome: Outcome) -> int:
-        options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
+        options = ConnectionOptions(
+            url, user, password, ca_cert, client_cert, client_key, insecure, timeout, restart_wait
+        )
         if saved:
             plan_files, plan_vars, plan_targets, plan_vhosts = (
                 saved[0].files,
@@ -560,11 +586,14 @@ def export(
     client_key: ClientKey = None,
     insecure: Insecure = False,
     timeout: Timeout = None,
+    restart_wait: RestartWait = None,
 ) -> None:
     """Write the topology of a live broker, or of a definitions file, as topo YAML."""
 
     def run() -> int:
-        options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
+        options = ConnectionOptions(
+            url, user, password, ca_cert, client_cert, client_key, insecure, timeout, restart_wait
+        )
         scope = ExportScope(include_client_owned, tuple(ignore or ()))
         result = _exported(vhost, from_definitions, options, keep_hashes, not no_users, scope)
         for note in result.notes:
@@ -608,7 +637,7 @@ def _exported(
             keep_users_with_access(read.actual, selected)
         return build_export(read.actual, selected, users and read.has_users, keep_hashes, source, read.notes, scope)
     connection = resolve_connection(env=os.environ, broker=None, **asdict(options))
-    client = ManagementClient(connection)
+    client = _client(connection)
     actual, selected, with_users, notes = read_for_export(client, vhosts, users)
     source = f"{redact_url(connection.url)} (RabbitMQ {actual.version})"
     return build_export(actual, selected, with_users, keep_hashes, source, notes, scope)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import html
 import json
 import re
+import threading
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -18,7 +21,19 @@ from topo.errors import BrokerError
 from topo.redact import scrub
 
 IDEMPOTENT = frozenset({"GET", "PUT", "DELETE", "HEAD"})
+# Worth another try: overload (429), a crash in the broker's handler (500), and what a node or a proxy
+# in front of it answers while the node restarts (502, 503, 504).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
+# Longest pause between two tries while waiting for a restarting broker.
+MAX_PAUSE = 2.0
+# Errors in what topo would send, which no retry changes.
+PERMANENT = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidHeader,
+)
 
 
 def api_path(*segments: str) -> str:
@@ -51,14 +66,54 @@ def _short(exc: Exception) -> str:
     for known in ("Connection refused", "Name or service not known", "timed out", "Connection reset", "No route"):
         if known in text:
             return known.lower()
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
+        return f"the answer was cut short ({text[:160]})"
+    if "RemoteDisconnected" in text or "Connection aborted" in text:
+        return "the connection was closed without an answer"
     return f"{type(exc).__name__}: {text[:200]}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Fault:
+    """A failed try: what went wrong, whether the broker looks down (restarting), whether it may have
+    acted on the request (a refused connection carried nothing)."""
+
+    reason: str
+    status: int | None = None
+    unavailable: bool = False
+    sent: bool = True
+
+    def __str__(self) -> str:
+        return self.reason if self.status is None else f"HTTP {self.status}: {self.reason}"
+
+
 class ManagementClient:
-    def __init__(self, connection: Connection, *, retries: int = 4, backoff: float = 0.2, pool_size: int = 32):
+    """Retries what a network or a restarting broker does to a request, and reports what it cannot.
+
+    Transient faults (a reset or closed connection, an answer cut short or not parseable, 429/500/502/
+    503/504) are retried `retries` times with backoff for every request that is safe to repeat. A broker
+    that looks down (connection refused, 502/503/504, the management API answering 404 to everything
+    while it starts) is waited for up to `connection.restart_wait` seconds, once this client has seen it
+    answer (or when the wait was set explicitly): a wrong URL still fails within seconds. `notify`
+    receives one line when a wait starts and one when the broker is back.
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        retries: int = 4,
+        backoff: float = 0.2,
+        pool_size: int = 32,
+        notify: Callable[[str], None] | None = None,
+    ):
         self.connection = connection
         self.retries = retries
         self.backoff = backoff
+        self.notify = notify
+        self.answered = False  # the broker has answered this client at least once
+        self._lock = threading.Lock()
+        self._waiting_since: float | None = None  # a wait for a restarting broker is under way
         self.session = requests.Session()
         # requests would send str credentials as latin-1; RabbitMQ expects UTF-8.
         self.session.auth = (connection.user.encode("utf-8"), connection.password.encode("utf-8"))
@@ -90,41 +145,122 @@ class ManagementClient:
         data = json.dumps(body) if body is not None else None
         # A POST that declares something (a binding) is idempotent in effect; callers say so.
         repeatable = method in IDEMPOTENT if idempotent is None else idempotent
-        attempts = self.retries + 1 if repeatable else 1
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
+        first_fault: float | None = None
+        attempt = 0
+        while True:
+            fault, response = self._try(method, url, data, params, ok, what)
+            if fault is None:
+                assert response is not None
+                self._back()
+                return response
+            now = time.monotonic()
+            first_fault = now if first_fault is None else first_fault
+            if fault.sent and not repeatable:
+                raise self._error(what, fault, attempt, waited=0)
+            waited = now - first_fault
+            wait_for_restart = fault.unavailable and (self.answered or self.connection.restart_wait_set)
+            if wait_for_restart and waited < self.connection.restart_wait:
+                self._announce_wait(fault)
+                pause = min(self.backoff * 2**attempt, MAX_PAUSE, self.connection.restart_wait - waited)
+            elif attempt < self.retries:
+                pause = self.backoff * 2**attempt
+                if fault.status == 429 and response is not None:
+                    retry_after = response.headers.get("retry-after", "")
+                    if retry_after.isdigit():
+                        pause = max(pause, min(float(retry_after), 10.0))
+            else:
+                raise self._error(what, fault, attempt, waited if wait_for_restart else 0)
+            time.sleep(max(pause, 0.0))
+            attempt += 1
+
+    def _try(
+        self, method: str, url: str, data: str | None, params: dict[str, str] | None, ok: tuple[int, ...], what: str
+    ) -> tuple[_Fault | None, requests.Response | None]:
+        """One try: (None, response) when it got an answer to keep, else (fault, response or None)."""
+        try:
+            # verify and cert per request: requests lets REQUESTS_CA_BUNDLE override session.verify.
+            response = self.session.request(
+                method,
+                url,
+                data=data,
+                params=params,
+                timeout=self.connection.timeout,
+                verify=self.connection.verify,
+                cert=self.connection.client_cert,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise BrokerError(
+                what, None, scrub(f"TLS error talking to {self.connection.url}: {_tls_reason(exc)}")
+            ) from None
+        except PERMANENT as exc:
+            raise BrokerError(what, None, scrub(f"cannot send to {self.connection.url}: {exc}")) from None
+        except requests.RequestException as exc:
+            # Resets, truncated bodies (ChunkedEncodingError, IncompleteRead), timeouts, refused connections.
+            reason = _short(exc)
+            not_sent = isinstance(exc, requests.exceptions.ConnectTimeout) or reason == "connection refused"
+            # A connection closed or reset before any answer: the broker (or a proxy in front of it) going down.
+            going = reason in ("connection reset", "the connection was closed without an answer")
+            return _Fault(reason, unavailable=not_sent or going, sent=not not_sent), None
+        status = response.status_code
+        if status in RETRY_STATUSES:
+            return _Fault(scrub(_reason(response)), status, status in UNAVAILABLE_STATUSES), response
+        if status == 404 and self._starting():
+            return _Fault("the management API is still starting (404 for every path)", 404, True), response
+        if status < 400:
+            self.answered = True
+        elif status not in ok:
+            raise BrokerError(what, status, scrub(_reason(response)))
+        if status < 300 and response.content and "json" in response.headers.get("content-type", ""):
             try:
-                # verify and cert per request: requests lets REQUESTS_CA_BUNDLE override session.verify.
-                response = self.session.request(
-                    method,
-                    url,
-                    data=data,
-                    params=params,
-                    timeout=self.connection.timeout,
-                    verify=self.connection.verify,
-                    cert=self.connection.client_cert,
-                )
-            except requests.exceptions.SSLError as exc:
-                raise BrokerError(
-                    what, None, scrub(f"TLS error talking to {self.connection.url}: {_tls_reason(exc)}")
-                ) from None
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                # The broker sometimes drops a keep-alive connection right after a 400: retry on a new one.
-                if last:
-                    raise BrokerError(what, None, scrub(f"cannot reach {self.connection.url}: {_short(exc)}")) from None
-                time.sleep(self.backoff * 2**attempt)
-                continue
-            if response.status_code in RETRY_STATUSES and not last:
-                delay = self.backoff * 2**attempt
-                retry_after = response.headers.get("retry-after", "")
-                if retry_after.isdigit():
-                    delay = max(delay, min(float(retry_after), 10.0))
-                time.sleep(delay)
-                continue
-            if response.status_code >= 400 and response.status_code not in ok:
-                raise BrokerError(what, response.status_code, scrub(_reason(response)))
-            return response
-        raise AssertionError("unreachable")  # pragma: no cover
+                parsed = response.json()
+            except ValueError:
+                return _Fault("the answer was cut short (not valid JSON)", status), response
+            # Parsed once here, to know the body is whole; callers get the same value without a second parse.
+            response.json = lambda **_: parsed  # type: ignore[method-assign]
+        return None, response
+
+    def _starting(self) -> bool:
+        """Whether a 404 means the management API is not up yet (while it starts it answers 404, with the
+        same body as for a missing object, to every path): then its overview is not found either."""
+        try:
+            probe = self.session.get(
+                self.connection.url + "/api/overview",
+                timeout=self.connection.timeout,
+                verify=self.connection.verify,
+                cert=self.connection.client_cert,
+            )
+        except requests.RequestException:
+            return True
+        if probe.status_code < 400:
+            self.answered = True
+        return probe.status_code in (404, *RETRY_STATUSES)
+
+    def _announce_wait(self, fault: _Fault) -> None:
+        with self._lock:
+            if self._waiting_since is not None:
+                return
+            self._waiting_since = time.monotonic()
+        if self.notify is not None:
+            self.notify(
+                f"Waiting for the broker at {self.connection.url} ({fault}): up to "
+                f"{self.connection.restart_wait:.0f} s (--restart-wait, TOPO_RESTART_WAIT)..."
+            )
+
+    def _back(self) -> None:
+        if self._waiting_since is None:
+            return
+        with self._lock:
+            since, self._waiting_since = self._waiting_since, None
+        if since is not None and self.notify is not None:
+            self.notify(f"The broker at {self.connection.url} answers again (after {time.monotonic() - since:.1f} s).")
+
+    def _error(self, what: str, fault: _Fault, attempt: int, waited: float) -> BrokerError:
+        tries = f"{attempt + 1} {'try' if attempt == 0 else 'tries'}"
+        if waited:
+            tries += f", {waited:.0f} s of waiting for the broker to come back (--restart-wait)"
+        if not fault.sent and not self.answered:
+            return BrokerError(what, None, scrub(f"cannot reach {self.connection.url}: {fault.reason} ({tries})"))
+        return BrokerError(what, fault.status, scrub(f"{fault.reason} ({tries})"))
 
     def get(self, path: str, *, what: str, params: dict[str, str] | None = None) -> Any:
         return self.request("GET", path, what=what, params=params).json()

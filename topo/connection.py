@@ -16,6 +16,9 @@ from topo.model import BrokerSpec
 from topo.redact import register_secret, register_url_secret
 
 DEFAULT_URL = "http://localhost:15672"
+# How long to wait for a broker that stops answering mid-run (restarting): a restart of a test node on
+# a busy 2-core machine took 25-45 s (stop, boot, management plugin up); twice the slowest, rounded up.
+DEFAULT_RESTART_WAIT = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,8 @@ class Connection:
     client_cert: tuple[str, str] | str | None = None
     timeout: float = 30.0
     vhost_hint: str | None = None  # the vhost named in an AMQP URL
+    restart_wait: float = DEFAULT_RESTART_WAIT  # seconds to wait for a broker that is restarting
+    restart_wait_set: bool = False  # set explicitly: waited for even before the broker first answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,7 @@ def resolve_connection(
     client_key: str | None = None,
     insecure: bool = False,
     timeout: float | None = None,
+    restart_wait: float | None = None,
 ) -> Connection:
     spec = broker or BrokerSpec()
     chosen_url = url or env.get("TOPO_URL") or spec.url or DEFAULT_URL
@@ -109,6 +115,7 @@ def resolve_connection(
         if path and not os.path.isfile(path):
             raise ConfigError(f"{option}: no such file: {path}")
     cert: tuple[str, str] | str | None = (cert_file, key_file) if cert_file and key_file else cert_file
+    wait, wait_set = _restart_wait(restart_wait, env)
     return Connection(
         url=parsed.base,
         user=chosen_user,
@@ -117,4 +124,21 @@ def resolve_connection(
         client_cert=cert,
         timeout=float(timeout if timeout is not None else spec.timeout),
         vhost_hint=parsed.vhost,
+        restart_wait=wait,
+        restart_wait_set=wait_set,
     )
+
+
+def _restart_wait(option: float | None, env: Mapping[str, str]) -> tuple[float, bool]:
+    if option is not None:
+        return float(option), True
+    text = env.get("TOPO_RESTART_WAIT", "").strip()
+    if not text:
+        return DEFAULT_RESTART_WAIT, False
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise ConfigError(f"TOPO_RESTART_WAIT must be a number of seconds from 0 to 3600, got {text[:40]!r}")
+    return value, True

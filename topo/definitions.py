@@ -40,6 +40,7 @@ from topo.normalize import PLUGIN_PREFIX, TRANSIENT_QUEUE_PREFIXES, is_builtin_e
 from topo.passwords import ALGORITHMS, DEFAULT_ALGORITHM, Password, hash_problem
 from topo.read import add_definitions, broker_wide_kinds
 from topo.state import OFFLINE, Actual, Key, Kind, Obj, canonical
+from topo.yamlload import MAX_DEPTH
 
 SECTIONS = (
     "users", "vhosts", "permissions", "topic_permissions", "parameters", "global_parameters", "policies",
@@ -112,7 +113,17 @@ class _Located(dict[str, Any]):
 def _parse(text: str, filename: str) -> Any:
     """json.loads, but every object remembers its line (the pure-Python scanner lets us hook objects)."""
     line_starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
-    decoder = json.JSONDecoder()
+    _check_depth(text, filename, line_starts)
+
+    def parse_int(digits: str) -> int:
+        try:
+            return int(digits)
+        except ValueError:  # more digits than Python converts (4,300)
+            line = bisect.bisect_right(line_starts, max(text.find(digits), 0))
+            problem = Problem(filename, line, "", f"a number with {len(digits):,} digits is not a value RabbitMQ keeps")
+            raise ValidationFailed([problem], "file") from None
+
+    decoder = json.JSONDecoder(parse_int=parse_int)
 
     def parse_object(s_and_end: tuple[str, int], *args: Any) -> tuple[_Located, int]:
         value, end = json.decoder.JSONObject(s_and_end, *args)
@@ -126,8 +137,25 @@ def _parse(text: str, filename: str) -> Any:
         return decoder.decode(text)
     except json.JSONDecodeError as exc:
         raise ValidationFailed([Problem(filename, exc.lineno, "", f"not valid JSON: {exc.msg}")], "file") from None
-    except RecursionError:
-        raise ValidationFailed([Problem(filename, None, "", "JSON nested too deeply")], "file") from None
+
+
+# Strings (whose brackets do not count) and brackets; linear: a string token cannot match two ways.
+_JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _check_depth(text: str, filename: str, line_starts: list[int]) -> None:
+    """Deep nesting is refused before parsing: the parser, and everything after it, recurses per level."""
+    depth = 0
+    for token in _JSON_NESTING.finditer(text):
+        bracket = token.group()
+        if bracket in ("[", "{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = bisect.bisect_right(line_starts, token.start())
+                message = f"nested more than {MAX_DEPTH} levels deep (no definitions file nests so deep)"
+                raise ValidationFailed([Problem(filename, line, "", message)], "file")
+        elif bracket in ("]", "}"):
+            depth -= 1
 
 
 @dataclass(slots=True)
@@ -493,7 +521,7 @@ def _users(reader: _Reader, actual: Actual) -> set[str]:
     names: set[str] = set()  # every user the file declares, valid or not (permissions may name them)
     # Exports from before 3.6 have no hashing_algorithm: their hashes are MD5, as RabbitMQ assumes.
     version = str(reader.data.get("rabbit_version") or reader.data.get("rabbitmq_version") or "")
-    old = re.match(r"^(\d+)\.(\d+)", version)
+    old = re.match(r"^(\d{1,9})\.(\d{1,9})(?!\d)", version)
     before_36 = old is not None and (int(old.group(1)), int(old.group(2))) < (3, 6)
     default_algorithm = "rabbit_password_hashing_md5" if before_36 else DEFAULT_ALGORITHM
     for path, item in reader.items("users"):

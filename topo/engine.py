@@ -8,7 +8,7 @@ from dataclasses import replace
 from topo.apply import Progress, apply_plan
 from topo.client import ManagementClient
 from topo.diff import Action, Change, diff
-from topo.errors import NotConverged, Problem, TopoError, ValidationFailed
+from topo.errors import ApplyFailed, BrokerError, NotConverged, Problem, TopoError, ValidationFailed
 from topo.kinds import definition
 from topo.normalize import tags_of
 from topo.plan import Held, Plan
@@ -223,7 +223,13 @@ def apply_and_verify(
     count = apply_plan(
         client, plan, allow_data_loss=allow_data_loss, allow_disruption=allow_disruption, progress=progress
     )
-    verify(client, desired)
+    try:
+        verify(client, desired)
+    except BrokerError as exc:
+        raise ApplyFailed(
+            f"all {count} steps were applied, but reading the broker back to verify them failed: {exc}\n"
+            "  Run topo plan to check: it shows anything still to do."
+        ) from None
     return count
 
 

@@ -21,7 +21,6 @@ except AttributeError:  # pragma: no cover - depends on how PyYAML was built
     _BaseLoader = yaml.SafeLoader
 
 # ${VAR}, ${VAR:-default} (default when unset or empty), ${VAR-default} (default when unset); $${ escapes.
-_VARIABLE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
 
 
 class LocDict(dict[Any, Any]):
@@ -39,23 +38,80 @@ class LocList(list[Any]):
 
 
 def interpolate(text: str, env: Mapping[str, str], missing: list[str]) -> str:
-    """Substitute ${VAR} forms; names of unset variables without a default are appended to `missing`."""
+    """Substitute ${VAR} forms; names of unset variables without a default are appended to `missing`.
 
-    def substitute(match: re.Match[str]) -> str:
-        if match.group(0) == "$${":
-            return "${"
-        name, operator, default = match.group(1), match.group(2), match.group(3)
-        value = env.get(name)
-        if operator == ":-" and not value:
-            return default or ""
-        if operator == "-" and value is None:
-            return default or ""
-        if value is None:
-            missing.append(name)
-            return ""
-        return value
+    A scan, not a regex: `${A:-` repeated without a closing brace made a regex rescan the rest of the
+    value from every `${` (quadratic: 25 s for 100,000 characters).
+    """
+    out: list[str] = []
+    done = 0
+    close = -1  # the first "}" at or after the last position asked for (len(text): there is none)
+    index = text.find("$")
+    while index >= 0:
+        if text.startswith("$${", index):
+            out.append(text[done:index] + "${")
+            done = index + 3
+            index = text.find("$", done)
+            continue
+        if not text.startswith("${", index):
+            index = text.find("$", index + 1)
+            continue
+        name_end = index + 2
+        while name_end < len(text) and text[name_end] in _NAME_CHARS:
+            name_end += 1
+        name = text[index + 2 : name_end]
+        if not name or name[0].isdigit():
+            index = text.find("$", index + 1)
+            continue
+        operator = ":-" if text.startswith(":-", name_end) else "-" if text.startswith("-", name_end) else ""
+        if operator:
+            if close < name_end:
+                close = text.find("}", name_end)
+                close = len(text) if close < 0 else close
+            if close == len(text):  # unclosed: literal text (a later $${ still counts)
+                index = text.find("$", index + 1)
+                continue
+            end, default = close, text[name_end + len(operator) : close]
+        elif text.startswith("}", name_end):
+            end, default = name_end, ""
+        else:
+            index = text.find("$", index + 1)
+            continue
+        out.append(text[done:index] + _substitute(name, operator, default, env, missing))
+        done = end + 1
+        index = text.find("$", done)
+    out.append(text[done:])
+    return "".join(out)
 
-    return _VARIABLE.sub(substitute, text)
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def _substitute(name: str, operator: str, default: str, env: Mapping[str, str], missing: list[str]) -> str:
+    value = env.get(name)
+    if operator == ":-" and not value:
+        return default
+    if operator == "-" and value is None:
+        return default
+    if value is None:
+        missing.append(name)
+        return ""
+    return value
+
+
+# Limits that keep hostile input cheap. Aliases share one built value, but everything after loading
+# (validation, diffing, output) walks the expanded tree: a 450-byte alias bomb took 49 s and 900 MB.
+# Real files use aliases for a few defaults, far below this; and nothing topo reads nests deeply.
+MAX_ALIAS_EXPANSION = 100_000  # nodes that aliases may add beyond those written in the file
+MAX_DEPTH = 64
+
+
+class InputTooLarge(Exception):
+    """A YAML document that would expand beyond the limits above; `line` is where (1-based)."""
+
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line = line
 
 
 class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
@@ -66,6 +122,9 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
         self.problems: list[Problem] = []
         self._building: set[int] = set()
         self._built: dict[int, Any] = {}
+        self._sizes: dict[int, int] = {}  # id of a built list or mapping -> its size, aliases expanded
+        self._written = 0  # nodes written in the file so far (an alias counts once)
+        self._depth = 0
 
     def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
         # PyYAML's generic resolve (path resolvers, wildcard lists) costs half of all loading time on
@@ -91,11 +150,19 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
         if kind is yaml.ScalarNode:
             if node.tag == _STR:
                 return self.construct_interpolated_str(node) if "$" in node.value else node.value
-            return self.construct_object(node)  # numbers, booleans, null, dates; unknown tags fail here
+            try:
+                return self.construct_object(node)  # numbers, booleans, null, dates; unknown tags fail here
+            except ValueError as exc:  # a date such as 2020-13-45, an integer of 5,000 digits
+                shown = node.value if len(node.value) <= 40 else f"{node.value[:20]}…({len(node.value):,} characters)"
+                reason = "too many digits" if "digits" in str(exc) else str(exc)
+                line = node.start_mark.line + 1
+                self.problems.append(Problem(self.filename, line, "", f"cannot read {shown} as a value: {reason}"))
+                return None
         if node.tag == _MAP and kind is yaml.MappingNode:
             return self._guarded(node, self._build_mapping)
         if node.tag == _SEQ and kind is yaml.SequenceNode:
             return self._guarded(node, self._build_sequence)
+        self._check_tagged(node)
         return self.construct_object(node, deep=True)  # explicit tags such as !!omap, or an error
 
     def _guarded(self, node: yaml.Node, build: Any) -> Any:
@@ -106,27 +173,86 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
         # An alias inside its own anchor would make an endless structure.
         if id(node) in self._building:
             raise yaml.constructor.ConstructorError(None, None, "recursive alias", node.start_mark)
+        if self._depth >= MAX_DEPTH:
+            raise InputTooLarge(node.start_mark.line + 1, f"nested more than {MAX_DEPTH} levels deep")
         self._building.add(id(node))
+        self._depth += 1
         try:
             value = build(node)
         finally:
             self._building.discard(id(node))
+            self._depth -= 1
         self._built[id(node)] = value
+        self._written += 1 + len(_children(node))
+        sizes = self._sizes
+        if isinstance(value, LocDict):  # after merging: a merged key counts once
+            size = 1 + sum(1 + sizes.get(id(item), 1) for item in value.values())
+        else:
+            size = 1 + sum(sizes.get(id(item), 1) for item in value)
+        sizes[id(value)] = size
+        if size > self._written + MAX_ALIAS_EXPANSION:
+            raise InputTooLarge(
+                node.start_mark.line + 1,
+                f"the aliases (*name) here expand to more than {MAX_ALIAS_EXPANSION:,} values beyond what the "
+                "file writes out; write the content out, or refer to fewer aliases",
+            )
         return value
 
+    def _check_tagged(self, node: yaml.Node) -> None:
+        """The same limits for explicitly tagged collections (!!omap, !!set), which PyYAML builds."""
+        stack, seen = [(node, self._depth)], 0
+        while stack:
+            item, depth = stack.pop()
+            seen += 1
+            if depth > MAX_DEPTH:
+                raise InputTooLarge(item.start_mark.line + 1, f"nested more than {MAX_DEPTH} levels deep")
+            if seen > MAX_ALIAS_EXPANSION:
+                raise InputTooLarge(node.start_mark.line + 1, f"expands to more than {MAX_ALIAS_EXPANSION:,} values")
+            stack.extend((child, depth + 1) for child in _children(item))
+
+    def _merge_sources(self, node: yaml.MappingNode) -> list[LocDict]:
+        """The mappings `<<:` merges into `node`, lowest precedence first (PyYAML's order: a later
+        `<<` key wins over an earlier one; within `<<: [*a, *b]`, a wins over b)."""
+        sources: list[LocDict] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE:
+                continue
+            if isinstance(value_node, yaml.MappingNode):
+                group = [value_node]
+            elif isinstance(value_node, yaml.SequenceNode):
+                group = list(reversed(value_node.value))
+            else:
+                group = [value_node]
+            for item in group:
+                built = self._build(item) if isinstance(item, yaml.MappingNode) else None
+                if not isinstance(built, LocDict):
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"expected a mapping or list of mappings for merging, but found {item.id}",
+                        item.start_mark,
+                    )
+                sources.append(built)
+        return sources
+
     def _build_mapping(self, node: yaml.MappingNode) -> LocDict:
-        merged: set[int] = set()
-        if any(key.tag == _MERGE for key, _ in node.value):
-            own = {id(key) for key, _ in node.value if key.tag != _MERGE}
-            self.flatten_mapping(node)  # merged pairs (<<: *anchor) come first; own keys override them
-            merged = {id(key) for key, _ in node.value if id(key) not in own}
-        overridable: set[Any] = set()  # keys that came in through a merge: the node's own keys win
         result = LocDict()
         result.line = node.start_mark.line + 1
         lines: dict[Any, int] = {}
         result.lines = lines
+        overridable: set[Any] = set()  # keys that came in through a merge: the node's own keys win
+        pairs = node.value
+        if any(key.tag == _MERGE for key, _ in pairs):
+            # Merged from the built mappings, not by flattening nodes (PyYAML's flatten_mapping copies
+            # the pairs of every level into the next: exponential for a chain of merges).
+            for source in self._merge_sources(node):
+                for key, value in source.items():
+                    result[key] = value
+                    lines[key] = source.lines.get(key, source.line)
+                    overridable.add(key)
+            pairs = [(key, value) for key, value in pairs if key.tag != _MERGE]
         build = self._build
-        for key_node, value_node in node.value:
+        for key_node, value_node in pairs:
             key = build(key_node)
             line = key_node.start_mark.line + 1
             if key is None or not isinstance(key, (str, int, float, bool)):
@@ -140,10 +266,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
                 continue
             result[key] = build(value_node)
             lines[key] = line
-            if merged and id(key_node) in merged:
-                overridable.add(key)
-            else:
-                overridable.discard(key)  # the node's own key: a second one is a duplicate again
+            overridable.discard(key)  # the node's own key: a second one is a duplicate again
         return result
 
     def _is_duplicate(self, result: LocDict, key: Any) -> bool:
@@ -184,6 +307,12 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
         return value
 
 
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
 _MERGE = "tag:yaml.org,2002:merge"
 _STR = "tag:yaml.org,2002:str"
 _MAP = "tag:yaml.org,2002:map"
@@ -204,6 +333,8 @@ def load_yaml(text: str, filename: str, env: Mapping[str, str] | None = None) ->
     loader = _Loader(text, filename, os.environ if env is None else env)
     try:
         data = loader.get_single_data()
+    except InputTooLarge as exc:
+        return None, [Problem(filename, exc.line, "", str(exc))]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
