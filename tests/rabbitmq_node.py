@@ -380,7 +380,7 @@ class RabbitNode:
         time.sleep(pause)
         with (self._dir / "startup.out").open("ab") as out:
             self._proc = subprocess.Popen(
-                [_find_program("rabbitmq-server") or "rabbitmq-server"],
+                self._command(self._program("rabbitmq-server")),
                 env=self._env(),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
