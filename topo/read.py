@@ -77,7 +77,7 @@ def read_broker(
         lambda: client.get("/api/vhosts", what="list vhosts", params={"disable_stats": "true"}),
         lambda: client.get("/api/whoami", what="read the connected user's tags"),
         # A vhost that does not exist yet answers 400 vhost_not_found (or 404): nothing to read then.
-        lambda: client.request("GET", path, what=what, ok=(400, 401, 404, 500)) if wanted != [] else None,
+        lambda: _read_definitions(client, path, what, single) if wanted != [] else None,
         lambda: _access(client, access),
         lambda: [_broker_wide(client, kind, access) for kind in wide],
     )
@@ -263,15 +263,38 @@ def _access(client: ManagementClient, access: Access) -> list[Any] | None:
         ) from None
 
 
+@dataclass(frozen=True, slots=True)
+class _Unreadable:
+    """A per-vhost definitions read the client gave up on (after its retries): `reason` says why."""
+
+    reason: str
+    status_code: int = 200
+
+
+def _read_definitions(
+    client: ManagementClient, path: str, what: str, single: str | None
+) -> requests.Response | _Unreadable:
+    try:
+        return client.request("GET", path, what=what, ok=(400, 401, 404))
+    except BrokerError as exc:
+        # RabbitMQ 4.x: HTTP 500, or a truncated body, for a vhost name with non-ASCII characters.
+        if single is None or not (exc.status == 500 or "cut short" in exc.reason):
+            raise
+        return _Unreadable(f"HTTP {exc.status}: {exc.reason}" if exc.status else exc.reason)
+
+
 def vhost_definitions(
-    client: ManagementClient, vhost: str, response: requests.Response, notes: list[str]
+    client: ManagementClient, vhost: str, response: requests.Response | _Unreadable, notes: list[str]
 ) -> dict[str, Any]:
     """One vhost's definitions, or its listings when the broker cannot give them.
 
     RabbitMQ 4.x breaks GET /api/definitions/{vhost} for a vhost with non-ASCII characters in its name
     (4.0: HTTP 500; 4.3: HTTP 200 with a truncated body); its listings are still right.
     """
-    problem = f"HTTP {response.status_code}" if response.status_code != 200 else ""
+    if isinstance(response, _Unreadable):
+        problem = response.reason
+    else:
+        problem = f"HTTP {response.status_code}" if response.status_code != 200 else ""
     if not problem:
         try:
             body = response.json()
