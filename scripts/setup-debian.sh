@@ -2,7 +2,8 @@
 # Prepare a Debian 12 / Ubuntu machine to develop and test topo. Idempotent: a
 # second run installs nothing and takes a second or two.
 #
-#   - system packages (only those missing): rabbitmq-server, and python3 with
+#   - system packages (only those missing): rabbitmq-server, chromium (the
+#     tests render `topo graph --format html` in it, headless), and python3 with
 #     venv/pip support when no Python >= 3.11 with a working venv is on PATH;
 #   - the RabbitMQ 4.x test broker in a chroot (scripts/setup-rabbitmq4.sh:
 #     built once per machine and cached under /var/cache/topo, then unpacked
@@ -49,6 +50,9 @@ pick_python() {
 packages=()
 if ! dpkg-query -W -f='${Status}' rabbitmq-server 2>/dev/null | grep -q 'install ok installed'; then
     packages+=(rabbitmq-server)
+fi
+if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q 'install ok installed'; then
+    packages+=(chromium)
 fi
 if ! PYTHON="$(pick_python)"; then
     packages+=(python3 python3-venv python3-pip)

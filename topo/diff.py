@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from topo import holding
 from topo.kinds import definition
 from topo.kinds.vhost import DEFAULTS as VHOST_DEFAULTS
 from topo.ownership import non_durable, out_of_scope
@@ -49,6 +50,7 @@ class Change:
 class DiffResult:
     changes: list[Change] = field(default_factory=list)
     unmanaged: list[Obj] = field(default_factory=list)
+    holds: tuple[holding.Hold, ...] = ()  # topo's records of replaces on the broker (see holding.py)
 
 
 def _differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
@@ -73,7 +75,8 @@ def _short(value: Any) -> str:
 
 
 def diff(desired: Desired, actual: Actual) -> DiffResult:
-    result = DiffResult()
+    actual, holds = holding.split(actual)
+    result = DiffResult(holds=holds)
     managed = set(desired.vhosts)
     for key, want in desired.objects.items():
         have = actual.objects.get(key)
@@ -127,6 +130,9 @@ def diff(desired: Desired, actual: Actual) -> DiffResult:
         else:
             result.unmanaged.append(have)
     _recreate_dropped_bindings(result, actual)
+    planned = {c.key for c in result.changes}
+    for binding in holding.restores(holds, desired, actual, planned):
+        result.changes.append(Change(Action.CREATE, binding.key, None, dict(binding.attrs), holding.REASON))
     result.unmanaged.sort(key=lambda obj: obj.key)
     return result
 

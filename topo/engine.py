@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from topo import holding
 from topo.apply import Progress, apply_plan
 from topo.client import ManagementClient
 from topo.diff import Action, Change, diff
 from topo.errors import ApplyFailed, BrokerError, NotConverged, Problem, TopoError, ValidationFailed
+from topo.explain import policies_after
 from topo.kinds import definition
 from topo.normalize import tags_of
 from topo.plan import Held, Plan
@@ -160,7 +162,16 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
     sees_all = bool(actual.my_tags & {"administrator", "monitoring"})
     warnings = [*desired.warnings, *actual.notes, *adapt_warnings]
     held = _count_messages(client, result.changes, warnings, sees_all)
-    return Plan(tuple(result.changes), tuple(result.unmanaged), tuple(warnings), me=actual.me, held=held)
+    policies = policies_after(desired, actual, result.changes)
+    return Plan(
+        tuple(result.changes),
+        tuple(result.unmanaged),
+        tuple(warnings),
+        me=actual.me,
+        held=held,
+        effective_policies=policies,
+        holds=result.holds,
+    )
 
 
 def _count_messages(
@@ -220,11 +231,14 @@ def apply_and_verify(
     progress: Progress | None = None,
 ) -> int:
     plan.raise_if_unsafe(allow_data_loss, plan.me, allow_disruption)
+    made: list[tuple[str, str]] = []  # the holds this apply recorded before its replaces (vhost, name)
     count = apply_plan(
-        client, plan, allow_data_loss=allow_data_loss, allow_disruption=allow_disruption, progress=progress
+        client, plan, allow_data_loss=allow_data_loss, allow_disruption=allow_disruption, progress=progress, made=made
     )
     try:
-        verify(client, desired)
+        verified = verify(client, desired)
+        # Only holds this apply made or planned with: another apply's may still be needed by it.
+        holding.release(client, [*made, *((h.vhost, h.name) for h in plan.holds)], desired, verified)
     except BrokerError as exc:
         raise ApplyFailed(
             f"all {count} steps were applied, but reading the broker back to verify them failed: {exc}\n"
@@ -233,8 +247,16 @@ def apply_and_verify(
     return count
 
 
-def verify(client: ManagementClient, desired: Desired) -> None:
-    """Reads the broker again: anything still different was silently ignored or changed meanwhile."""
+def release_seen(client: ManagementClient, desired: Desired, plan: Plan, actual: Actual) -> None:
+    """An empty plan that saw holds: an apply was killed after restoring what they record, before it
+    deleted them. `actual` is the read the plan was made from."""
+    if plan.holds:
+        holding.release(client, [(h.vhost, h.name) for h in plan.holds], desired, actual)
+
+
+def verify(client: ManagementClient, desired: Desired) -> Actual:
+    """Reads the broker again: anything still different was silently ignored or changed meanwhile.
+    Returns the read (what holds are released against)."""
     actual = read_desired_scope(client, desired)
     remaining = diff(adapt_to_broker(desired, actual)[0], actual).changes
     if remaining:
@@ -247,3 +269,4 @@ def verify(client: ManagementClient, desired: Desired) -> None:
             "The broker accepted the requests but kept a different state (or something changed it meanwhile).",
             remaining,
         )
+    return actual

@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from topo import holding
 from topo.capabilities import Capabilities
 from topo.emit import Placeholder, dump
 from topo.errors import TopoError, ValidationFailed
@@ -160,6 +161,14 @@ def build_export(
     scope: ExportScope | None = None,
 ) -> ExportResult:
     """The YAML text, checked: loading it back must give exactly the objects it was made from."""
+    actual, holds = holding.split(actual)  # never exported, whatever the scope options say
+    if holds:
+        notes = [
+            *notes,
+            f"left out {len(holds)} record{'s' if len(holds) != 1 else ''} topo keeps during a replace "
+            "(topo.hold.* exchanges): an apply was interrupted; topo apply restores what they record and "
+            "removes them",
+        ]
     notes = [*notes, *_set_aside(actual, scope or ExportScope())]
     exported = export_document(actual, vhosts, users, keep_hashes)
     header = (
