@@ -17,7 +17,12 @@ from topo.state import Key, Kind, Obj
 
 def _topologies(lint: LintInput) -> dict[str, Topology]:
     vhosts = sorted({key.vhost for key in lint.objects if key.vhost is not None})
-    return {vhost: Topology.of(lint.objects, vhost, lint.external) for vhost in vhosts}
+    topologies = {}
+    for vhost in vhosts:
+        topology = Topology.of(lint.objects, vhost, lint.external)
+        topology.version = lint.target  # which policies a queue type accepts differs between 3.x and 4.x
+        topologies[vhost] = topology
+    return topologies
 
 
 def _queues(lint: LintInput, topologies: dict[str, Topology]) -> Iterator[tuple[Obj, Topology]]:
@@ -60,7 +65,7 @@ def dead_letter_exchange(lint: LintInput) -> Iterator[Finding]:
         )
 
 
-@rule("dead-letter-strategy", "x-dead-letter-strategy at-least-once where it falls back to at-most-once or does nothing")
+@rule("dead-letter-strategy", "x-dead-letter-strategy at-least-once that falls back to at-most-once")
 def dead_letter_strategy(lint: LintInput) -> Iterator[Finding]:
     topologies = _topologies(lint)
     for queue, topology in _queues(lint, topologies):
@@ -71,15 +76,8 @@ def dead_letter_strategy(lint: LintInput) -> Iterator[Finding]:
             continue
         where = _where(strategy[1])
         if model.type != "quorum":
-            yield lint.finding(
-                Level.WARNING,
-                "dead-letter-strategy-ignored",
-                queue,
-                f"dead-letter-strategy at-least-once (from {strategy[1]}) on a {model.type} queue: only quorum "
-                "queues implement it; this queue dead-letters at-most-once",
-                "make it a quorum queue (type: quorum) to keep dead letters safe, or drop the setting",
-                *where,
-            )
+            # Only quorum queues implement it; the model refuses the argument on other types, and those
+            # types refuse a whole policy that sets it (topo.policy.unsupported).
             continue
         overflow = keys.get("overflow")
         if overflow is not None and overflow[0] == "reject-publish":
@@ -105,13 +103,18 @@ def _alternate_targets(topology: Topology) -> set[str]:
     return targets
 
 
-def _dead_letter_targets(topology: Topology) -> set[str]:
-    targets = set()
+def _dead_letter_targets(topology: Topology) -> tuple[set[str], set[str]]:
+    """Exchanges that queues dead-letter to, and queues reached by dead-lettering to the default exchange
+    with a fixed routing key (the queue's name)."""
+    exchanges, queues = set(), set()
     for queue in topology.queues.values():
-        exchange, _ = topology.dead_letter(queue)
-        if exchange is not None:
-            targets.add(exchange[0])
-    return targets
+        exchange, routing_key = topology.dead_letter(queue)
+        if exchange is None:
+            continue
+        exchanges.add(exchange[0])
+        if exchange[0] == "" and routing_key is not None:
+            queues.add(routing_key[0])
+    return exchanges, queues
 
 
 @rule("reachability", "queues no binding reaches, internal exchanges nothing feeds, exchanges that route nowhere")
@@ -119,14 +122,14 @@ def reachability(lint: LintInput) -> Iterator[Finding]:
     topologies = _topologies(lint)
     for vhost, topology in topologies.items():
         alternates = _alternate_targets(topology)
-        dead_letters = _dead_letter_targets(topology)
+        dead_letters, dead_lettered_queues = _dead_letter_targets(topology)
         into: dict[str, list[str]] = {}  # destination "queue x" / "exchange x" -> sources
         for source, bindings in topology.bindings.items():
             for binding in bindings:
                 into.setdefault(f"{binding.destination_type} {binding.destination}", []).append(source)
         for name, exchange in sorted(topology.exchanges.items()):
             obj = lint.objects.get(Key(Kind.EXCHANGE, vhost, name))
-            if obj is None or name in BUILTIN_EXCHANGES or name.startswith("amq."):
+            if obj is None or name == "" or name in BUILTIN_EXCHANGES or name.startswith("amq."):
                 continue
             if not topology.bound(name) and topology.alternate_exchange(exchange) is None:
                 yield lint.finding(
@@ -150,7 +153,7 @@ def reachability(lint: LintInput) -> Iterator[Finding]:
                 )
         for name in sorted(topology.queues):
             obj = lint.objects.get(Key(Kind.QUEUE, vhost, name))
-            if obj is None or into.get(f"queue {name}"):
+            if obj is None or into.get(f"queue {name}") or name in dead_lettered_queues:
                 continue
             # Every queue is bound to the default exchange by its name, and who publishes there is not in
             # the topology: a queue without bindings is a work queue as often as a mistake. Info, not a warning.
@@ -159,7 +162,7 @@ def reachability(lint: LintInput) -> Iterator[Finding]:
                 "queue-unbound",
                 obj,
                 f"no binding routes to this queue: only messages published to the default exchange with routing "
-                f"key {name!r} (or dead-lettered there with that key) reach it",
+                f"key {name!r} reach it",
                 "nothing, if producers publish to it by name; else bind it to the exchange its messages come from",
             )
 
@@ -230,7 +233,7 @@ def argument_policy_conflict(lint: LintInput) -> Iterator[Finding]:
                 Level.WARNING,
                 "argument-policy-conflict",
                 queue,
-                f"argument {argument}={value!r} and {source}'s {key}={policy_value!r} disagree; in effect: "
+                f"argument {argument}={value!r} and {key}={policy_value!r} from {source} disagree; in effect: "
                 f"{result!r}, from {why} (RabbitMQ takes the smaller value for numeric limits and the queue's "
                 "argument for every other key)",
                 f"set {key} in one place only: drop {argument} to let policies manage it, or exclude the queue "

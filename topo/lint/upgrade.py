@@ -8,6 +8,7 @@ them); deprecated ones are warnings.
 from __future__ import annotations
 
 from collections.abc import Iterator
+
 from topo.compat import (
     DEPRECATED_FEATURES,
     REFUSED,
