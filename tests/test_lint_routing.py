@@ -137,7 +137,9 @@ vhosts:
       safe:
         type: quorum
         arguments: {x-dead-letter-exchange: dlx, x-dead-letter-strategy: at-least-once, x-overflow: reject-publish}
-      overflow-by-policy: {type: quorum, arguments: {x-dead-letter-exchange: dlx, x-dead-letter-strategy: at-least-once}}
+      overflow-by-policy:
+        type: quorum
+        arguments: {x-dead-letter-exchange: dlx, x-dead-letter-strategy: at-least-once}
       strategy-by-policy: {type: quorum, arguments: {x-dead-letter-exchange: dlx}}
       at-most-once: {type: quorum, arguments: {x-dead-letter-exchange: dlx, x-dead-letter-strategy: at-most-once}}
       classic: {}
@@ -249,7 +251,7 @@ def test_queue_unbound_is_info(tmp_path: Path) -> None:
 
 
 def test_dead_letters_to_the_default_exchange_without_a_routing_key_reach_no_named_queue(tmp_path: Path) -> None:
-    text = REACH.replace(', x-dead-letter-routing-key: parked}', "}")
+    text = REACH.replace(", x-dead-letter-routing-key: parked}", "}")
     assert found(lint(tmp_path, text), "queue-unbound") == {"lonely", "parked"}
 
 

@@ -59,8 +59,7 @@ def dead_letter_exchange(lint: LintInput) -> Iterator[Finding]:
             queue,
             f"dead-letter exchange {name!r} (from {source}) is not declared in vhost {queue.key.vhost!r}: RabbitMQ "
             "drops every message this queue dead-letters (rejected, expired or over its length limit)",
-            f"declare exchange {name!r} (or mark it external: true if something else declares it), or correct "
-            "the name",
+            f"declare exchange {name!r} (or mark it external: true if something else declares it), or correct the name",
             *_where(source),
         )
 
@@ -218,9 +217,7 @@ def argument_policy_conflict(lint: LintInput) -> Iterator[Finding]:
     for queue, topology in _queues(lint, topologies):
         model = topology.queues[queue.key.name]
         from_policies = effective(topology.policies, Kind.QUEUE, model.name, {}, model.type, lint.target).keys
-        in_force = effective(
-            topology.policies, Kind.QUEUE, model.name, model.arguments, model.type, lint.target
-        ).keys
+        in_force = effective(topology.policies, Kind.QUEUE, model.name, model.arguments, model.type, lint.target).keys
         for argument, value in sorted(model.arguments.items()):
             key = argument[2:] if argument.startswith("x-") else argument
             if key not in from_policies:
