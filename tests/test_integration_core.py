@@ -256,10 +256,18 @@ def test_exchange_change_is_a_replace_that_restores_bindings_both_ways(topo, api
 
 
 def test_broker_rejection_names_object_status_and_reason(topo, vhost_name: str) -> None:
-    bad = pipeline(vhost_name).replace("definition: {max-length: 100000}", "definition: {max-length: -5}")
+    # What the plan cannot check (docs/topology.md): a URI query parameter only the shovel plugin reads.
+    shovel = """
+        shovels:
+          move: {src-uri: "amqp://localhost?heartbeat=soon", src-queue: orders.parking, dest-uri: "amqp://",
+                 dest-queue: audit.eu}
+    """
+    bad = pipeline(vhost_name).replace(
+        "        operator_policies:", shovel.strip("\n") + "\n        operator_policies:"
+    )
     result = topo("apply", "--auto-approve", topology=bad)
-    assert result.code == 1
-    assert 'operator_policy "cap"' in result.stderr and "HTTP 400" in result.stderr
+    assert result.code == 1, result.output
+    assert 'parameter shovel "move"' in result.stderr and "HTTP 400" in result.stderr
     assert "not attempted" in result.stderr and "Traceback" not in result.output
     # Re-running after fixing the file converges from wherever the failure left the broker.
     assert topo("apply", "--auto-approve", topology=pipeline(vhost_name)).code == 0

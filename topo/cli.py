@@ -21,7 +21,7 @@ from topo.client import ManagementClient
 from topo.connection import Connection, resolve_connection
 from topo.definitions import read_definitions
 from topo.diff import Action
-from topo.engine import apply_and_verify, build_plan, manages_access, read_desired_scope, scope
+from topo.engine import NOT_VERIFIED, apply_and_verify, build_plan, manages_access, read_desired_scope, scope
 from topo.errors import NotConverged, TopoError
 from topo.export import ExportResult, ExportScope, build_export
 from topo.load import Loaded, guess_vhosts, load_topology
@@ -45,11 +45,16 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # its tracebacks show local variables, which hold passwords
+    # Plain help: rich's boxes showed flags as <bool>, -f as <list[str]> and cut text at 80 columns.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
 )
 
 Files = Annotated[
     list[str] | None,
-    typer.Option("--file", "-f", help="Topology file or directory (repeatable). Default: topology.yaml."),
+    typer.Option(
+        "--file", "-f", metavar="PATH", help="Topology file or directory (repeatable). Default: topology.yaml."
+    ),
 ]
 VarFiles = Annotated[
     list[str] | None,
@@ -61,16 +66,33 @@ VarFiles = Annotated[
 ]
 Url = Annotated[
     str | None,
-    typer.Option(help="Management API URL (http(s)://host:port) or amqp(s)://user:pass@host/vhost. Env: TOPO_URL."),
+    typer.Option(
+        metavar="URL",
+        help="Management API URL (http(s)://host:port) or amqp(s)://user:pass@host/vhost. "
+        "Env: TOPO_URL. Default: http://localhost:15672.",
+    ),
 ]
-User = Annotated[str | None, typer.Option(help="Management user. Env: TOPO_USER. Default: guest.")]
-Password = Annotated[str | None, typer.Option(help="Password; prefer the TOPO_PASSWORD variable.", show_default=False)]
-CaCert = Annotated[str | None, typer.Option("--ca-cert", help="CA bundle to verify the broker's certificate.")]
-ClientCert = Annotated[str | None, typer.Option("--client-cert", help="Client certificate (PEM).")]
-ClientKey = Annotated[str | None, typer.Option("--client-key", help="Client certificate key (PEM).")]
+User = Annotated[str | None, typer.Option(metavar="USER", help="Management user. Env: TOPO_USER. Default: guest.")]
+Password = Annotated[
+    str | None,
+    typer.Option(
+        metavar="PASSWORD", help="Password (visible to other users: prefer the variable). Env: TOPO_PASSWORD."
+    ),
+]
+CaCert = Annotated[
+    str | None,
+    typer.Option("--ca-cert", metavar="PEM", help="CA bundle to verify the broker's certificate. Env: TOPO_CA_CERT."),
+]
+ClientCert = Annotated[
+    str | None, typer.Option("--client-cert", metavar="PEM", help="Client certificate. Env: TOPO_CLIENT_CERT.")
+]
+ClientKey = Annotated[
+    str | None, typer.Option("--client-key", metavar="PEM", help="Client certificate key. Env: TOPO_CLIENT_KEY.")
+]
 Insecure = Annotated[bool, typer.Option("--insecure", help="Do not verify the broker's TLS certificate.")]
 Timeout = Annotated[
-    float | None, typer.Option(min=0.1, max=3600, help="Seconds to wait for each request. Default: 30.")
+    float | None,
+    typer.Option(min=0.1, max=3600, metavar="SECONDS", help="Seconds to wait for each request. Default: 30."),
 ]
 
 
@@ -132,6 +154,21 @@ RestartWait = Annotated[
 NoColor = Annotated[bool, typer.Option("--no-color", help="No colour (also: NO_COLOR set, or not a terminal).")]
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        _out(f"topo {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """RabbitMQ messaging topology as code: validate, plan and apply YAML against the management API."""
+
+
 def _out(text: str) -> None:
     # Plans and JSON are built from the files and the broker, never from credentials; scrubbing them
     # would corrupt names or numbers that happen to equal a password.
@@ -153,6 +190,8 @@ def _guarded(body: Callable[[], int]) -> None:
     try:
         code = body()
     except TopoError as exc:
+        for warning in getattr(exc, "warnings", []):
+            _err(f"Warning: {warning}")
         _err(f"Error: {exc}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
@@ -317,11 +356,20 @@ def plan(
     ] = None,
     targets: Targets = None,
     only_vhosts: OnlyVhosts = None,
+    fail_on_unmanaged: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-unmanaged",
+            help="With --detailed-exitcode: exit 2 also when the broker has objects the files do not declare.",
+        ),
+    ] = False,
     no_color: NoColor = False,
 ) -> None:
     """Show what apply would change on the live broker."""
 
     def run() -> int:
+        if fail_on_unmanaged and not detailed_exitcode:
+            raise TopoError("--fail-on-unmanaged changes the exit code of --detailed-exitcode: pass both")
         options = ConnectionOptions(
             url, user, password, ca_cert, client_cert, client_key, insecure, timeout, restart_wait
         )
@@ -352,7 +400,8 @@ def plan(
             _out(render_markdown(the_plan))
         else:
             _out(render_text(the_plan, _colour(no_color)))
-        return 2 if detailed_exitcode and not the_plan.empty else 0
+        drift = not the_plan.empty or (fail_on_unmanaged and bool(the_plan.unmanaged))
+        return 2 if detailed_exitcode and drift else 0
 
     _guarded(run)
 
@@ -455,7 +504,7 @@ def apply(
         outcome.plan = the_plan
         outcome.warnings = [warning for lock in held for warning in lock.warnings]
         if fmt is OutputFormat.TEXT:
-            _out(render_text(the_plan, _colour(no_color)))
+            _out(render_text(the_plan, _colour(no_color), allow_data_loss))
         if the_plan.empty:
             outcome.status = Status.NO_CHANGES
             return 0
@@ -464,6 +513,7 @@ def apply(
             outcome.status = Status.CANCELLED
             _err("Apply cancelled.")
             return 1
+        notes: list[str] = []
         progress = _locking(held, outcome.record, _progress_printer())
         try:
             count = apply_and_verify(
@@ -473,6 +523,7 @@ def apply(
                 allow_data_loss=allow_data_loss,
                 allow_disruption=allow_disruption,
                 progress=progress,
+                notes=notes,
             )
         except NotConverged as exc:
             # A partial apply verifies what it targeted; what it left out is still pending, as planned.
@@ -486,11 +537,16 @@ def apply(
                 "than its expiry, and another apply took it); the verification passed, but check the broker"
             )
             _err(f"Warning: {outcome.warnings[-1]}")
+        outcome.warnings.extend(notes)
         summary = the_plan.summary()
+        unverified = any(note.startswith(NOT_VERIFIED) for note in notes)
+        verified = NOT_VERIFIED if unverified else "the broker matches the topology"
         _err(
             f"Apply complete: {summary['add']} added, {summary['change']} changed, {summary['replace']} replaced, "
-            f"{summary['destroy']} destroyed ({count} steps). Verified: the broker matches the topology."
+            f"{summary['destroy']} destroyed ({count} step{'' if count == 1 else 's'}). Verified: {verified}."
         )
+        for note in notes:
+            _err(f"Note: {note}")
         return 0
 
     try:
@@ -707,6 +763,12 @@ def version() -> None:
     _out(f"topo {__version__}\n")
 
 
+# click shortens each command's summary to fit 80 columns ("make the broker match the files and..."):
+# the first line of the docstring, whole, instead.
+for _command in app.registered_commands:
+    _command.short_help = _command.short_help or (_command.callback.__doc__ or "").strip().splitlines()[0]
+
+
 def main() -> None:
     # A short-lived process that builds hundreds of thousands of small containers: the cyclic garbage
     # collector would scan them over and over (it doubled the time to load a 10,000-queue file), and
@@ -714,7 +776,7 @@ def main() -> None:
     gc.disable()
     # Not standalone: click's usage errors exit 2, which would read as "changes pending" in CI.
     try:
-        code = app(standalone_mode=False)
+        code = app(prog_name="topo", standalone_mode=False)
     except typer.Exit as exc:
         code = exc.exit_code
     except typer.Abort:
