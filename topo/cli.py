@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from topo import __version__
+from topo import __version__, preflight
 from topo.client import ManagementClient
 from topo.connection import Connection, resolve_connection
 from topo.definitions import read_definitions
@@ -264,6 +264,8 @@ def _load_and_plan(
             if same_read:
                 actual = reading.result()  # the same read would fail the same way: its error stands
     if actual is None:
+        # Tags first: a non-administrator declaring users is refused before the listings that would fail.
+        preflight.refuse_before_reading(client, loaded.desired, manages_access(loaded.desired))
         actual = read_desired_scope(client, loaded.desired)
     the_plan = build_plan(client, loaded.desired, actual)
     if not targets and not only_vhosts:

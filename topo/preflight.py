@@ -179,13 +179,14 @@ def _policy_problems(kind: Kind, definition: dict[str, Any], version: str) -> li
     operator = kind is Kind.OPERATOR_POLICY
     parsed = version_of(version)
     found: dict[str, str] = {}
-    if parsed[:2] == (3, 10):
+    if parsed[:2] == (3, 10) or not parsed:
         found.update(definition_problems(definition, operator))
     if parsed:
         where = "operator_policy" if operator else "policy"
         for name, reason in refusals(where, definition, parsed):
             found.setdefault(name, reason)
-    return [(name, found[name]) for name in definition if name in found]
+    # In the definition's order; a key that is missing (ha-params for ha-mode exactly) comes last.
+    return sorted(found.items(), key=lambda item: list(definition).index(item[0]) if item[0] in definition else 99)
 
 
 def _topic_exchange_warning(
