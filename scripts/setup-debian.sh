@@ -2,8 +2,12 @@
 # Prepare a Debian 12 / Ubuntu machine to develop and test topo. Idempotent: a
 # second run installs nothing and takes a second or two.
 #
-#   - system packages (only those missing): rabbitmq-server, and python3 with
+#   - system packages (only those missing): rabbitmq-server, chromium (the
+#     tests render `topo graph --format html` in it, headless), and python3 with
 #     venv/pip support when no Python >= 3.11 with a working venv is on PATH;
+#   - the RabbitMQ 4.x test broker in a chroot (scripts/setup-rabbitmq4.sh:
+#     built once per machine and cached under /var/cache/topo, then unpacked
+#     into .rabbitmq4/ in seconds);
 #   - .venv in the repo with `pip install -e '.[test]'` (redone only when
 #     pyproject.toml changed since the last successful install).
 #
@@ -46,6 +50,9 @@ pick_python() {
 packages=()
 if ! dpkg-query -W -f='${Status}' rabbitmq-server 2>/dev/null | grep -q 'install ok installed'; then
     packages+=(rabbitmq-server)
+fi
+if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q 'install ok installed'; then
+    packages+=(chromium)
 fi
 if ! PYTHON="$(pick_python)"; then
     packages+=(python3 python3-venv python3-pip)
@@ -96,4 +103,5 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] || [ ! -x .venv/bin/pyte
     .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[test]'
     printf '%s\n' "$want" >"$stamp"
 fi
+"${SUDO[@]}" bash scripts/setup-rabbitmq4.sh
 log "ready: $(.venv/bin/python --version 2>&1), rabbitmq-server $(dpkg-query -W -f='${Version}' rabbitmq-server)"

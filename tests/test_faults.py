@@ -189,6 +189,10 @@ def test_an_apply_whose_verification_read_fails_says_every_step_was_applied(
     wrote: list[str] = []
 
     def reads_fail_after_writes(request: Any, in_a_row: int) -> str | None:
+        # The apply lock's own requests (topo/lock.py), and the overview that tells its "no lock" 404 from a
+        # starting broker's, are not what this test is about: let them through.
+        if "topo.lock" in request.path or request.path.startswith("/api/overview"):
+            return None
         if request.method in ("PUT", "POST"):
             wrote.append(request.path)
         return "truncate" if wrote and request.method == "GET" else None

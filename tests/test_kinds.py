@@ -100,12 +100,17 @@ def test_a_plan_survives_json_and_keeps_no_plaintext_password() -> None:
     desired = load_topology([], env={}, sources=[Source("t.yaml", text)]).desired
     changes = diff(desired, Actual(OFFLINE, vhosts=set())).changes
     plan = Plan(
-        changes, warnings=("w",), me="ops", held={Key(Kind.QUEUE, "v", "q"): Held(2, unknown=True, consumers=3)}
+        changes,
+        warnings=("w",),
+        me="ops",
+        held={Key(Kind.QUEUE, "v", "q"): Held(2, unknown=True, consumers=3)},
+        effective_policies={Key(Kind.QUEUE, "v", "q"): 'policy "p": max-length=5'},
     )
     saved = json.dumps(plan_to_data(plan))
     assert "Pl41n-secret" not in saved
     back = plan_from_data(json.loads(saved))
     assert back.held == plan.held and back.warnings == plan.warnings and back.me == "ops"
+    assert back.effective_policies == plan.effective_policies
     # Equal but for the plaintext, which became the hash apply would have sent.
     without_plaintext = [c for c in plan.changes if c.key != Key(Kind.USER, "", "app")]
     assert [c for c in back.changes if c.key != Key(Kind.USER, "", "app")] == without_plaintext

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from topo import bulk
+from topo import bulk, holding
 from topo.client import ManagementClient
 from topo.diff import Action
 from topo.errors import ApplyFailed, BrokerError
@@ -28,9 +28,21 @@ def describe(step: Step) -> str:
     return f"{verb} {change.kind.value} {display_name(change.key, attrs)}{where(change.key)}"
 
 
-def execute(client: ManagementClient, step: Step, allow_data_loss: bool, allow_disruption: bool = False) -> None:
-    """The step's request(s), as its kind writes them (topo/kinds/<kind>.py)."""
+def execute(
+    client: ManagementClient,
+    step: Step,
+    allow_data_loss: bool,
+    allow_disruption: bool = False,
+    made: list[tuple[str, str]] | None = None,
+) -> None:
+    """The step's request(s), as its kind writes them (topo/kinds/<kind>.py). Before a replace deletes a
+    queue or exchange, the bindings it drops are recorded on the broker (holding.py); `made` collects them."""
     phase = Phase.DELETE if step.phase is Action.DELETE else Phase.WRITE
+    change = step.change
+    if phase is Phase.DELETE and holding.needs_hold(change):
+        names = holding.hold(client, change.kind, change.key.vhost, change.key.name)
+        if made is not None:
+            made.extend((change.key.vhost, name) for name in names)
     definition(step.change.kind).write(client, step.change, phase, describe(step), allow_data_loss, allow_disruption)
 
 
@@ -42,6 +54,7 @@ def apply_plan(
     allow_disruption: bool = False,
     progress: Progress | None = None,
     parallelism: int = PARALLELISM,
+    made: list[tuple[str, str]] | None = None,
 ) -> int:
     """Runs every step, stage by stage; returns how many ran. On failure says what was and was not done.
 
@@ -74,7 +87,7 @@ def apply_plan(
                         progress(done, total, step)
             stage = [step for step in stage if id(step) not in imported]
             futures = [
-                pool.submit(_run_serially, client, group, allow_data_loss, allow_disruption)
+                pool.submit(_run_serially, client, group, allow_data_loss, allow_disruption, made)
                 for group in _serial_groups(stage)
             ]
             for future in as_completed(futures):
@@ -107,12 +120,16 @@ def _serial_groups(stage: list[Step]) -> list[list[Step]]:
 
 
 def _run_serially(
-    client: ManagementClient, group: list[Step], allow_data_loss: bool, allow_disruption: bool = False
+    client: ManagementClient,
+    group: list[Step],
+    allow_data_loss: bool,
+    allow_disruption: bool = False,
+    made: list[tuple[str, str]] | None = None,
 ) -> list[tuple[Step, BrokerError | None]]:
     results: list[tuple[Step, BrokerError | None]] = []
     for step in group:
         try:
-            execute(client, step, allow_data_loss, allow_disruption)
+            execute(client, step, allow_data_loss, allow_disruption, made)
         except BrokerError as error:
             results.append((step, error))
         except Exception as exc:  # a bug: still reported with what was and was not done

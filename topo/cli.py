@@ -21,7 +21,15 @@ from topo.client import ManagementClient
 from topo.connection import Connection, resolve_connection
 from topo.definitions import read_definitions
 from topo.diff import Action
-from topo.engine import NOT_VERIFIED, apply_and_verify, build_plan, manages_access, read_desired_scope, scope
+from topo.engine import (
+    NOT_VERIFIED,
+    apply_and_verify,
+    build_plan,
+    manages_access,
+    read_desired_scope,
+    release_seen,
+    scope,
+)
 from topo.errors import NotConverged, TopoError
 from topo.export import ExportResult, ExportScope, build_export
 from topo.load import Loaded, guess_vhosts, load_topology
@@ -508,6 +516,7 @@ def apply(
         if fmt is OutputFormat.TEXT:
             _out(render_text(the_plan, _colour(no_color), allow_data_loss))
         if the_plan.empty:
+            release_seen(client, loaded.desired, the_plan, planned.actual)
             outcome.status = Status.NO_CHANGES
             return 0
         the_plan.raise_if_unsafe(allow_data_loss, the_plan.me, allow_disruption)
@@ -793,3 +802,7 @@ def main() -> None:
             _err(f"Internal error: {type(exc).__name__}: {exc}")
             code = 1
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# The read-only commands (route, test, graph, explain) live in their own module and register here.
+from topo import routing_cli as _routing_cli  # noqa: E402, F401

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from topo import preflight
+from topo import holding, preflight
 from topo.apply import Progress, apply_plan, execute
 from topo.client import ManagementClient
 from topo.diff import Action, Change, diff
 from topo.errors import ApplyFailed, BrokerError, NotConverged, Problem, TopoError, ValidationFailed
+from topo.explain import policies_after
 from topo.kinds import definition
+from topo.normalize import tags_of
 from topo.plan import Held, Plan, Step, where
-from topo.read import broker_wide_kinds, consumer_counts, message_counts, read_actual
+from topo.read import broker_wide_kinds, consumer_counts, internal_queues, message_counts, read_actual
 from topo.render import display_name
 from topo.state import Actual, Desired, Key, Kind, Location
 
@@ -52,10 +54,62 @@ def check_against_broker(
     problems = preflight.against_broker(desired, actual, changes or [], warnings)
     for key, obj in desired.objects.items():
         where = desired.locations.get(key)
-        for path, reason in definition(key.kind).broker_problems(obj, actual):
+        for path, reason in definition(key.kind).broker_problems(obj, actual.capabilities):
             problems.append(_problem(where, path, reason))
     if problems:
         raise ValidationFailed(problems)
+
+
+def check_protected(
+    desired: Desired, changes: Iterable[Change], actual: Actual, protected_queues: dict[Key, str] | None = None
+) -> None:
+    """Refuses, before any request, changes the broker refuses to protected objects: deleting a vhost
+    protected from deletion (4.0.6+), changing or deleting a user tagged `protected` (4.2+), and deleting
+    or replacing a queue an internal component owns (4.1+; `protected_queues`: key -> its owner)."""
+    problems = []
+    for change in changes:
+        have = actual.objects.get(change.key)
+        if have is None:
+            continue
+        where = desired.locations.get(change.key)
+        owner = (protected_queues or {}).get(change.key)
+        if owner is not None and change.action in (Action.DELETE, Action.REPLACE):
+            reason = (
+                f"queue {change.key.name!r} is protected from deletion ({owner}): RabbitMQ {actual.version} "
+                f"refuses to {change.action.value} it; leave it to its owner (declare it as it is, or not at all)"
+            )
+            problems.append(_problem(where, f"queues[{change.key.name!r}]", reason))
+        elif change.kind is Kind.VHOST and change.action is Action.DELETE and have.attrs.get("protected_from_deletion"):
+            reason = (
+                f"vhost {change.key.name!r} is protected from deletion: RabbitMQ refuses to delete it (412). "
+                "Set protected_from_deletion: false and apply first, then delete it"
+            )
+            problems.append(_problem(where, f"vhosts[{change.key.name!r}]", reason))
+        elif (
+            change.kind is Kind.USER
+            and actual.capabilities.protected_users
+            and "protected" in tags_of(have.attrs.get("tags"))
+        ):
+            verb = "delete" if change.action is Action.DELETE else "change"
+            reason = (
+                f"user {change.key.name!r} is tagged protected: RabbitMQ {actual.version} refuses to {verb} it "
+                "through the HTTP API; leave it out of the files, or remove the tag with rabbitmqctl first"
+            )
+            problems.append(_problem(where, f"users[{change.key.name!r}]", reason))
+    if problems:
+        raise ValidationFailed(problems)
+
+
+def _protected_queues(client: ManagementClient, changes: Iterable[Change], actual: Actual) -> dict[Key, str]:
+    """Queues the plan deletes or replaces that the broker protects from deletion (read only then)."""
+    if not actual.capabilities.protected_queues:
+        return {}
+    vhosts = {c.key.vhost for c in changes if c.kind is Kind.QUEUE and c.action in (Action.DELETE, Action.REPLACE)}
+    found = {}
+    for vhost in vhosts:
+        for name, owner in internal_queues(client, vhost).items():
+            found[Key(Kind.QUEUE, vhost, name)] = owner
+    return found
 
 
 def _problem(where: Location | None, path: str, reason: str) -> Problem:
@@ -92,7 +146,7 @@ def adapt_to_broker(desired: Desired, actual: Actual) -> tuple[Desired, list[str
     warnings = []
     objects = {}
     for key, obj in desired.objects.items():
-        adapted, warning = definition(key.kind).adapt(obj, actual)
+        adapted, warning = definition(key.kind).adapt(obj, actual.capabilities)
         objects[key] = adapted
         if warning:
             warnings.append(warning)
@@ -106,13 +160,23 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
         actual = read_desired_scope(client, desired)
     adapted, adapt_warnings = adapt_to_broker(desired, actual)
     result = diff(adapted, actual)
-    warnings = [*desired.warnings, *adapt_warnings]
+    warnings = [*desired.warnings, *actual.notes, *adapt_warnings]
     check_against_broker(desired, actual, result.changes, warnings)
+    check_protected(desired, result.changes, actual, _protected_queues(client, result.changes, actual))
     check_privileges(result.changes, actual)
     sees_all = bool(actual.my_tags & {"administrator", "monitoring"})
     held = _count_messages(client, result.changes, warnings, sees_all)
+    policies = policies_after(desired, actual, result.changes)
     changes = preflight.explain(result.changes, desired, actual)
-    return Plan(tuple(changes), tuple(result.unmanaged), tuple(warnings), me=actual.me, held=held)
+    return Plan(
+        tuple(changes),
+        tuple(result.unmanaged),
+        tuple(warnings),
+        me=actual.me,
+        held=held,
+        effective_policies=policies,
+        holds=result.holds,
+    )
 
 
 def _count_messages(
@@ -179,8 +243,9 @@ def apply_and_verify(
     # The connected user's own password changes last: every request after it would be refused.
     own = preflight.own_password_change(plan.changes, plan.me)
     rest = replace(plan, changes=tuple(c for c in plan.changes if c is not own)) if own else plan
+    made: list[tuple[str, str]] = []  # the holds this apply recorded before its replaces (vhost, name)
     count = apply_plan(
-        client, rest, allow_data_loss=allow_data_loss, allow_disruption=allow_disruption, progress=progress
+        client, rest, allow_data_loss=allow_data_loss, allow_disruption=allow_disruption, progress=progress, made=made
     )
     if own is not None:
         step = Step(own, Action.UPDATE)
@@ -204,7 +269,9 @@ def apply_and_verify(
             )
         client = relogged
     try:
-        verify(client, desired)
+        verified = verify(client, desired)
+        # Only holds this apply made or planned with: another apply's may still be needed by it.
+        holding.release(client, [*made, *((h.vhost, h.name) for h in plan.holds)], desired, verified)
     except BrokerError as exc:
         raise ApplyFailed(
             f"all {count} steps were applied, but reading the broker back to verify them failed: {exc}\n"
@@ -213,8 +280,16 @@ def apply_and_verify(
     return count
 
 
-def verify(client: ManagementClient, desired: Desired) -> None:
-    """Reads the broker again: anything still different was silently ignored or changed meanwhile."""
+def release_seen(client: ManagementClient, desired: Desired, plan: Plan, actual: Actual) -> None:
+    """An empty plan that saw holds: an apply was killed after restoring what they record, before it
+    deleted them. `actual` is the read the plan was made from."""
+    if plan.holds:
+        holding.release(client, [(h.vhost, h.name) for h in plan.holds], desired, actual)
+
+
+def verify(client: ManagementClient, desired: Desired) -> Actual:
+    """Reads the broker again: anything still different was silently ignored or changed meanwhile.
+    Returns the read (what holds are released against)."""
     actual = read_desired_scope(client, desired)
     remaining = diff(adapt_to_broker(desired, actual)[0], actual).changes
     if remaining:
@@ -227,3 +302,4 @@ def verify(client: ManagementClient, desired: Desired) -> None:
             "The broker accepted the requests but kept a different state (or something changed it meanwhile).",
             remaining,
         )
+    return actual

@@ -16,6 +16,8 @@ PLUGIN_PREFIX = "federation: "
 TRANSIENT_QUEUE_PREFIXES = ("amq.gen-", "mqtt-subscription-", PLUGIN_PREFIX)
 # The queue `topo apply` holds as its lock (see lock.py): never planned, pruned or exported.
 LOCK_QUEUE = "topo.lock"
+# topo's records of the bindings a replace must restore (holding.py): internal exchanges, out of scope.
+HOLD_PREFIX = "topo.hold."
 
 
 def is_builtin_exchange(name: str) -> bool:

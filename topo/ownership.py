@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 
+from topo.normalize import HOLD_PREFIX
 from topo.state import Key, Kind, Obj
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
@@ -33,6 +34,8 @@ INCLUDE_HINT = "--include-client-owned"
 
 
 def _exchange_by_name(name: str) -> str | None:
+    if name.startswith(HOLD_PREFIX):
+        return "topo's own record of the bindings of an interrupted replace (see holding.py)"
     if name == "celeryev":
         return "Celery's event exchange (celeryev)"
     if name.endswith(".pidbox"):

@@ -8,6 +8,7 @@ from types import MappingProxyType
 
 from topo.diff import Action, Change
 from topo.errors import TopoError, UnsafePlan
+from topo.holding import Hold
 from topo.kinds import definition, rank
 from topo.kinds.base import Phase
 from topo.kinds.order import schedule
@@ -102,13 +103,19 @@ class Plan:
     warnings: tuple[str, ...] = ()
     me: str = ""  # the user topo is connected as
     held: Mapping[Key, Held] = field(default_factory=dict)  # by the key of a change that destroys
+    # topo's records of interrupted replaces the plan restores from (holding.py): released after a verified apply
+    holds: tuple[Hold, ...] = ()
+    # Queues the plan creates -> the policy and operator policy that will apply to them (see explain.py).
+    effective_policies: Mapping[Key, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ordered = sorted(self.changes, key=lambda c: (c.key.vhost, rank(c.kind), c.key.name, c.action))
         object.__setattr__(self, "changes", tuple(ordered))
         object.__setattr__(self, "unmanaged", tuple(self.unmanaged))
         object.__setattr__(self, "warnings", tuple(self.warnings))
+        object.__setattr__(self, "holds", tuple(self.holds))
         object.__setattr__(self, "held", MappingProxyType(dict(self.held)))
+        object.__setattr__(self, "effective_policies", MappingProxyType(dict(self.effective_policies)))
 
     def messages(self, change: Change) -> int | None:
         """Messages `change` would destroy, as counted when planning (None: not counted, not destructive)."""

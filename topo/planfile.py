@@ -40,6 +40,7 @@ def plan_to_data(plan: Plan) -> dict[str, Any]:
         ],
         "unmanaged": [{**_key(obj.key), "attrs": _attrs(obj.attrs)} for obj in plan.unmanaged],
         "warnings": list(plan.warnings),
+        "effective_policies": [{**_key(key), "note": note} for key, note in sorted(plan.effective_policies.items())],
     }
 
 
@@ -52,7 +53,10 @@ def plan_from_data(data: dict[str, Any]) -> Plan:
     ]
     held = {_key_of(item): Held(item["messages"], item["unknown"], item["consumers"]) for item in data["held"]}
     unmanaged = [Obj(_key_of(item), _value(item["attrs"])) for item in data["unmanaged"]]
-    return Plan(tuple(changes), tuple(unmanaged), tuple(data["warnings"]), me=data["me"], held=held)
+    policies = {_key_of(item): item["note"] for item in data.get("effective_policies", [])}
+    return Plan(
+        tuple(changes), tuple(unmanaged), tuple(data["warnings"]), me=data["me"], held=held, effective_policies=policies
+    )
 
 
 def _key(key: Key) -> dict[str, str]:

@@ -79,6 +79,9 @@ def _change_lines(plan: Plan, change: Change, paint: _Painter) -> list[str]:
                 lines.append(f"{pad}{field}: (sensitive value changed)")
                 continue
             lines.append(f"{pad}{field}: {shown_before} → {shown_after}")
+    policy = plan.effective_policies.get(change.key)
+    if policy:
+        lines.append(f"{pad}# effective {policy}")
     if change.reason and change.action is not Action.UPDATE:
         label = "replace because" if change.action is Action.REPLACE else "because"
         lines.append(f"{pad}# {label}: {change.reason}")

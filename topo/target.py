@@ -150,4 +150,5 @@ def narrow(plan: Plan, selection: Selection) -> Plan:
         (*plan.warnings, selection.note()),
         me=plan.me,
         held={key: held for key, held in plan.held.items() if key in keys},
+        holds=plan.holds,  # released only once what each records is back (holding.release checks)
     )
