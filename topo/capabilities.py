@@ -109,6 +109,21 @@ class Capabilities:
             return []
         return compat.refusals(where, items, self.release)
 
+    def policy_problems(self, operator: bool, definition: dict[str, Any]) -> list[tuple[str, str]]:
+        """(key, reason) for each part of a policy definition this broker refuses (topo.policies)."""
+        from topo.policies import definition_problems
+
+        return definition_problems(definition, operator, self.release if self.version else None, self._plugins())
+
+    def _plugins(self) -> frozenset[str] | None:
+        """The enabled plugins; when they cannot be read, federation's exchange type still tells."""
+        if self.plugins is not None or not self.exchange_types:
+            return self.plugins
+        known = set(compat.PLUGIN_POLICY_KEYS.values())
+        if "x-federation-upstream" not in self.exchange_types:
+            known.discard("rabbitmq_federation")
+        return frozenset(known)
+
 
 def from_overview(info: dict[str, Any], extra: dict[str, Any] | None = None) -> Capabilities:
     extra = extra or {}
@@ -134,9 +149,7 @@ def _optional(client: ManagementClient, path: str, what: str, params: dict[str, 
     return response.json() if response.status_code == 200 else None
 
 
-def read_capabilities(
-    client: ManagementClient, concurrently: Callable[..., list[Any]] | None = None
-) -> Capabilities:
+def read_capabilities(client: ManagementClient, concurrently: Callable[..., list[Any]] | None = None) -> Capabilities:
     """One read of everything below; `concurrently` runs the requests at once (see read._concurrently)."""
     calls: list[Callable[[], Any]] = [
         lambda: read_overview(client),

@@ -386,10 +386,21 @@ def _value(kind: str, **limits: Any) -> ArgumentRule:
 
 
 _NON_NEGATIVE = _value("int", minimum=0)
-# The values rabbit_policies:validate_policy0/2 accepts for each key it validates (v3.10.8 .. v4.3.5):
-# (since, rule), the last step at or before a version applies. Keys validated elsewhere (ha-*,
-# queue-master-locator, target-group-size, federation, sharding) are not checked here.
+# The values each version accepts for a policy key (rabbit_policies:validate_policy0/2, v3.10.8 .. v4.3.5,
+# and for ha-*, queue-master-locator and federation the validators of rabbit_mirror_queue_misc,
+# rabbit_queue_location_validator and the federation plugin, each tried against a 3.10.8 node:
+# tests/test_refused.py): (since, rule), the last step at or before a version applies. A key the version
+# does not know at all is caught by POLICY_KEY_STEPS first. ha-params depends on ha-mode (topo.policies).
 POLICY_VALUE_STEPS: dict[str, tuple[tuple[Version, ArgumentRule], ...]] = {
+    "ha-mode": (((3, 10, 0), _value("str", choices=("all", "exactly", "nodes"))),),
+    "ha-sync-mode": (((3, 10, 0), _value("str", choices=("manual", "automatic"))),),
+    "ha-sync-batch-size": (((3, 10, 0), _value("int", minimum=1)),),
+    "ha-promote-on-shutdown": (((3, 10, 0), _value("str", choices=("when-synced", "always"))),),
+    "ha-promote-on-failure": (((3, 10, 0), _value("str", choices=("when-synced", "always"))),),
+    "queue-master-locator": (((3, 10, 0), _value("str", choices=("min-masters", "client-local", "random"))),),
+    "federation-upstream": (((3, 10, 0), _value("str")),),
+    "federation-upstream-set": (((3, 10, 0), _value("str")),),
+    "federation-upstream-pattern": (((3, 10, 0), _value("str")),),
     "alternate-exchange": (((3, 10, 0), _value("str")),),
     "dead-letter-exchange": (((3, 10, 0), _value("str")),),
     "dead-letter-routing-key": (((3, 10, 0), _value("str")),),
@@ -417,7 +428,8 @@ POLICY_VALUE_STEPS: dict[str, tuple[tuple[Version, ArgumentRule], ...]] = {
 }
 
 
-def _policy_value_rule(key: str, version: Version) -> ArgumentRule | None:
+def policy_value_rule(key: str, version: Version) -> ArgumentRule | None:
+    """The rule `version` checks a policy key's value with; None when it checks none."""
     found = None
     for since, value_rule in POLICY_VALUE_STEPS.get(key, ()):
         if since <= version:
@@ -556,7 +568,7 @@ class VersionRules:
         """(key, reason) for each value this version's policy validation refuses ("is not a valid ...")."""
         problems = []
         for key, value in definition.items():
-            value_rule = _policy_value_rule(key, self.version)
+            value_rule = policy_value_rule(key, self.version)
             if value_rule is not None and (reason := check_argument(key, value, value_rule)):
                 problems.append((key, reason))
         return problems

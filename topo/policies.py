@@ -1,72 +1,28 @@
-"""What RabbitMQ accepts in a policy's or operator policy's definition: its keys, their values.
+"""What a broker of a given version accepts in a policy's or operator policy's definition.
 
 The broker refuses a policy with an unknown key ("... are not recognised policy settings") or a bad
-value, so these are checked offline, before any request. The key lists are the validators RabbitMQ
-3.10 registers (rabbit_registry:lookup_all(policy_validator) and (operator_policy_validator) on a
-running node, from rabbit_policies.erl, rabbit_mirror_queue_misc.erl, rabbit_queue_location_validator,
-rabbit_quorum_queue, rabbit_classic_queue, rabbit_stream_queue and the federation plugin); the value
-rules were each tried against a 3.10.8 node (tests/test_preflight.py proves the table against the node).
+value, so these are checked before any request. The facts live in compat.py's version table, each with
+the versions that accept it: the keys (POLICY_KEY_STEPS, OPERATOR_POLICY_KEY_STEPS, PLUGIN_POLICY_KEYS),
+their values (POLICY_VALUE_STEPS) and what a version removed or denies (CHANGES). This module applies
+them to one definition: removed keys with their replacement, unknown keys with a "did you mean", values,
+the ha- dependencies (ha-params' type depends on ha-mode) and plugin keys whose plugin is not enabled.
+tests/test_refused.py proves the outcome against a real 3.10 and 4.3 node.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from typing import Any
 
-from topo.arguments import ArgumentRule, check_argument
-
-
-def _rule(value: str, **kwargs: Any) -> ArgumentRule:
-    return ArgumentRule(value, frozenset(), **kwargs)
-
-
-POLICY_KEYS: dict[str, ArgumentRule] = {
-    "alternate-exchange": _rule("str"),
-    "dead-letter-exchange": _rule("str"),
-    "dead-letter-routing-key": _rule("str"),
-    "dead-letter-strategy": _rule("str", choices=("at-most-once", "at-least-once")),
-    "message-ttl": _rule("int", minimum=0),
-    "expires": _rule("int", minimum=1),
-    "max-length": _rule("int", minimum=0),
-    "max-length-bytes": _rule("int", minimum=0),
-    "max-in-memory-length": _rule("int", minimum=0),
-    "max-in-memory-bytes": _rule("int", minimum=0),
-    "delivery-limit": _rule("int", minimum=0),
-    "overflow": _rule("str", choices=("drop-head", "reject-publish", "reject-publish-dlx")),
-    "queue-mode": _rule("str", choices=("default", "lazy")),
-    "queue-version": _rule("int", minimum=1, maximum=2),
-    "queue-master-locator": _rule("str", choices=("min-masters", "client-local", "random")),
-    "queue-leader-locator": _rule("str", choices=("client-local", "balanced", "random", "least-leaders")),
-    "max-age": _rule("str", pattern=r"^[0-9]+[YMDhms]$"),
-    "stream-max-segment-size-bytes": _rule("int", minimum=0),
-    "initial-cluster-size": _rule("int", minimum=0),
-    # Classic queue mirroring (rabbit_mirror_queue_misc): ha-params, see _ha_problems.
-    "ha-mode": _rule("str", choices=("all", "exactly", "nodes")),
-    "ha-params": _rule("int"),
-    "ha-sync-mode": _rule("str", choices=("manual", "automatic")),
-    "ha-sync-batch-size": _rule("int", minimum=1),
-    "ha-promote-on-shutdown": _rule("str", choices=("when-synced", "always")),
-    "ha-promote-on-failure": _rule("str", choices=("when-synced", "always")),
-    # The federation plugin's keys (valid only while rabbitmq_federation is enabled).
-    "federation-upstream": _rule("str"),
-    "federation-upstream-set": _rule("str"),
-    "federation-upstream-pattern": _rule("str"),
-}
-
-# Operator policies accept only these (rabbit_policies registers operator_policy_validator for them).
-OPERATOR_POLICY_KEYS = (
-    "delivery-limit",
-    "expires",
-    "max-in-memory-bytes",
-    "max-in-memory-length",
-    "max-length",
-    "max-length-bytes",
-    "message-ttl",
-)
+from topo import compat
+from topo.arguments import check_argument
 
 FEDERATION_KEYS = ("federation-upstream", "federation-upstream-set", "federation-upstream-pattern")
 _HA_DEPENDENT = ("ha-params", "ha-sync-mode", "ha-sync-batch-size", "ha-promote-on-shutdown", "ha-promote-on-failure")
+# The version assumed when the broker's is unknown (a definitions file without one): the oldest supported.
+BASELINE: compat.Version = (3, 10, compat.ANY_PATCH)
 
 
 def near_miss(name: str, known: list[str] | tuple[str, ...]) -> str | None:
@@ -75,35 +31,63 @@ def near_miss(name: str, known: list[str] | tuple[str, ...]) -> str | None:
     return close[0] if close else None
 
 
-def definition_problems(definition: dict[str, Any], operator: bool = False) -> list[tuple[str, str]]:
-    """(key, reason) for each part of a definition the broker would refuse."""
-    allowed = list(OPERATOR_POLICY_KEYS) if operator else sorted(POLICY_KEYS)
+def definition_problems(
+    definition: dict[str, Any],
+    operator: bool = False,
+    version: compat.Version | None = None,
+    plugins: Iterable[str] | None = None,
+) -> list[tuple[str, str]]:
+    """(key, reason) for each part of a definition a broker of `version` would refuse, in the
+    definition's order (a key that is missing, ha-params for ha-mode exactly, comes last).
+
+    `plugins` are the broker's enabled plugins; None when unknown (plugin keys are then accepted).
+    """
+    rules = compat.rules_for(version or BASELINE)
+    known = rules.operator_policy_keys if operator else rules.policy_keys
+    enabled = None if plugins is None else frozenset(plugins)
     what = "an operator policy" if operator else "a policy"
-    problems: list[tuple[str, str]] = []
+    shown = compat.version_text(rules.version) if version is not None else f"{BASELINE[0]}.{BASELINE[1]}"
+    found: dict[str, str] = {}
+    # Removed or denied by this version: the table's message says what replaces it.
+    if version is not None:
+        refused = {p.key for p in rules.policy_problems(definition) if p.refused}
+        where: compat.Where = "operator_policy" if operator else "policy"
+        for key, reason in compat.refusals(where, definition, version):
+            if key in refused:
+                found[key] = reason
     for key, value in definition.items():
-        if key not in allowed:
+        if key in found:
+            continue
+        plugin = None if operator else compat.PLUGIN_POLICY_KEYS.get(key)
+        if plugin is not None and key not in known:
+            if enabled is not None and plugin not in enabled:
+                found[key] = f"needs the {plugin} plugin, which is not enabled on the broker"
+            elif key == "federation-upstream-pattern" and isinstance(value, str):
+                try:
+                    re.compile(value)
+                except re.error as exc:
+                    found[key] = f"{value!r} is not a valid regular expression: {exc}"
+        elif key not in known:
+            allowed = sorted(known)
             close = near_miss(key, allowed)
             if close:
                 hint = f"did you mean {close!r}?"
-            elif operator and key in POLICY_KEYS:
+            elif operator and key in rules.policy_keys:
                 hint = f"operator policies accept only {', '.join(allowed)}"
             else:
                 hint = f"allowed: {', '.join(allowed)}"
-            problems.append((key, f"not a key RabbitMQ accepts in {what} ({hint})"))
+            found[key] = f"not a key RabbitMQ accepts in {what} ({hint}); checked for RabbitMQ {shown}"
             continue
         if key == "ha-params":
-            continue  # its type depends on ha-mode
-        reason = check_argument(key, value, POLICY_KEYS[key])
-        if reason:
-            problems.append((key, reason))
-        elif key == "federation-upstream-pattern":
-            try:
-                re.compile(value)
-            except re.error as exc:
-                problems.append((key, f"{value!r} is not a valid regular expression: {exc}"))
-    if not operator:
-        problems.extend(_ha_problems(definition))
-    return problems
+            continue  # its type depends on ha-mode: below
+        value_rule = compat.policy_value_rule(key, rules.version)
+        if value_rule is not None and (reason := check_argument(key, value, value_rule)):
+            found[key] = reason
+    if not operator and "ha-mode" in known:
+        for key, reason in _ha_problems(definition):
+            found.setdefault(key, reason)
+    order = list(definition)
+    return sorted(found.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order))
 
 
 def _ha_problems(definition: dict[str, Any]) -> list[tuple[str, str]]:

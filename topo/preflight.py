@@ -15,12 +15,10 @@ from urllib.parse import urlsplit
 
 from topo.arguments import EXCHANGE_ARGUMENTS, QUEUE_ARGUMENTS
 from topo.client import ManagementClient
-from topo.compat import refusals
 from topo.diff import Action, Change
 from topo.errors import Problem, TopoError
-from topo.kinds.base import version_of
 from topo.normalize import tags_of
-from topo.policies import FEDERATION_KEYS, definition_problems, near_miss
+from topo.policies import near_miss
 from topo.salvage import raw_at
 from topo.state import Actual, Desired, Key, Kind, Location
 
@@ -150,9 +148,6 @@ def against_broker(
             )
             problems.append(_problem(desired, key, (), (), reason))
     for key, obj in desired.objects.items():
-        if key.kind in (Kind.POLICY, Kind.OPERATOR_POLICY):
-            for name, reason in _policy_problems(key.kind, obj.attrs["definition"], actual.version):
-                problems.append(_problem(desired, key, (), ("definition", name), reason))
         if key.kind in (Kind.PERMISSION, Kind.TOPIC_PERMISSION) and can_list_users:
             user = Key(Kind.USER, "", _user_of(key, obj.attrs))
             if user not in desired.objects and (user not in actual.objects or user in deleted):
@@ -163,30 +158,8 @@ def against_broker(
                 problems.append(_problem(desired, key, (), (), reason))
         if key.kind is Kind.TOPIC_PERMISSION:
             _topic_exchange_warning(desired, actual, key, obj.attrs, deleted, warnings)
-        if key.kind is Kind.POLICY and actual.exchange_types and "x-federation-upstream" not in actual.exchange_types:
-            for name in obj.attrs["definition"]:
-                if name in FEDERATION_KEYS:
-                    reason = "needs the rabbitmq_federation plugin, which is not enabled on the broker"
-                    problems.append(_problem(desired, key, (), ("definition", name), reason))
     problems.extend(_queue_limit_problems(desired, actual, changes))
     return problems
-
-
-def _policy_problems(kind: Kind, definition: dict[str, Any], version: str) -> list[tuple[str, str]]:
-    """What the broker's version refuses in a policy definition. Version facts come from compat.py (the
-    one per-version table, which `topo lint` reports offline); policies.py adds, for the 3.10 series it
-    was proven against, unknown keys with a near miss, value rules and the ha- dependencies."""
-    operator = kind is Kind.OPERATOR_POLICY
-    parsed = version_of(version)
-    found: dict[str, str] = {}
-    if parsed[:2] == (3, 10) or not parsed:
-        found.update(definition_problems(definition, operator))
-    if parsed:
-        where = "operator_policy" if operator else "policy"
-        for name, reason in refusals(where, definition, parsed):
-            found.setdefault(name, reason)
-    # In the definition's order; a key that is missing (ha-params for ha-mode exactly) comes last.
-    return sorted(found.items(), key=lambda item: list(definition).index(item[0]) if item[0] in definition else 99)
 
 
 def _topic_exchange_warning(
