@@ -73,6 +73,11 @@ def _short(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[:200]}"
 
 
+# A 401's reason when the user or password is wrong: 3.x says "Login failed", 4.x "Not_Authorized" (4.3.6
+# probed; a known user without the right tag gets "Not administrator user" and the like on both).
+LOGIN_FAILED = frozenset({"Login failed", "Not_Authorized"})
+
+
 @dataclass(frozen=True, slots=True)
 class _Fault:
     """A failed try: what went wrong, whether the broker looks down (restarting), whether it may have
@@ -274,10 +279,12 @@ class ManagementClient:
         """The broker's reason, with what usually fixes it where that is known."""
         reason = _reason(response)
         connection = self.connection
-        if response.status_code == 401 and reason == "Login failed":
+        if response.status_code == 401 and reason in LOGIN_FAILED:
             # Which user and where both came from; never the password itself.
+            said = "" if reason == "Login failed" else f"the broker says {reason}; "
+            user_source = connection.user_source or "the settings"
             return (
-                f"{reason} for user {connection.user!r} (user from {connection.user_source or 'the settings'}, "
+                f"Login failed for user {connection.user!r} ({said}user from {user_source}, "
                 f"password from {connection.password_source or 'the settings'}): check that password"
             )
         if response.status_code == 404 and path.startswith(("/api/overview", "/api/whoami")):
