@@ -330,8 +330,11 @@ def test_changing_the_own_password_to_a_hash_says_it_could_not_verify(
         api.delete("users", me)
 
 
-def test_a_topic_permission_on_an_exchange_that_exists_nowhere_is_a_warning(topo, broker: Any, vhost_name: str) -> None:
-    # RabbitMQ stores it (applications may declare the exchange later), so the plan warns, naming a near miss.
+def test_a_topic_permission_on_an_exchange_that_exists_nowhere_is_refused_where_the_broker_refuses_it(
+    topo, broker: Any, api: Api, vhost_name: str, rabbitmq_version: tuple[int, int]
+) -> None:
+    # 3.10 stores it (applications may declare the exchange later): the plan warns, naming a near miss.
+    # 4.x refuses it (400 no_such_exchange): the plan refuses it before any change.
     topology = f"""
     vhosts:
       {vhost_name}:
@@ -341,10 +344,19 @@ def test_a_topic_permission_on_an_exchange_that_exists_nowhere_is_a_warning(topo
             evnets: {{write: ".*", read: ".*"}}
             "": {{write: ".*", read: ".*"}}
     """
+    assert topo("validate", topology=topology).code == 0  # whether it exists only the broker knows
     plan = topo("plan", topology=topology)
-    assert plan.code == 0, plan.output
-    assert "on exchange 'evnets', which exists neither in the files nor on the broker" in plan.stdout
-    assert "(did you mean 'events'?)" in plan.stdout and "on exchange ''" not in plan.stdout
+    nowhere = "on exchange 'evnets', which exists neither in the files nor on the broker"
+    if rabbitmq_version >= (4, 1):
+        assert plan.code == 1 and nowhere in plan.stderr and "no_such_exchange" in plan.stderr, plan.output
+        assert "HTTP" not in plan.stderr
+        applied = topo("apply", "--auto-approve", topology=topology)
+        assert applied.code == 1 and nowhere in applied.stderr, applied.output
+        assert vhost_name not in {v["name"] for v in api.get("vhosts")}  # refused before the first change
+    else:
+        assert plan.code == 0, plan.output
+        assert nowhere in plan.stdout and "RabbitMQ 3.10" in plan.stdout
+    assert "(did you mean 'events'?)" in plan.output and "on exchange ''" not in plan.output
 
 
 def test_plan_json_is_unchanged_in_shape(topo, vhost_name: str) -> None:

@@ -103,6 +103,11 @@ class Capabilities:
         """Queues owned by the broker's internal components refuse deletion (4.1+)."""
         return self.at_least(4, 1)
 
+    @property
+    def topic_permission_needs_exchange(self) -> bool:
+        """A topic permission on a missing exchange is refused (4.x), not stored (3.x); unknown: not refused."""
+        return bool(self.version) and compat.rules_for(self.release).topic_permission_needs_exchange
+
     def refusals(self, where: compat.Where, items: dict[str, Any]) -> list[tuple[str, str]]:
         """(key, reason with the replacement) for each policy key or queue argument this broker refuses."""
         if not self.version:

@@ -424,8 +424,8 @@ class _Builder:
                 )
 
     def _check_references(self) -> None:
-        """Bindings and topic permissions must name objects that the files declare or mark external (or
-        built-in exchanges): RabbitMQ 4.3 refuses a topic permission for a missing exchange."""
+        """Bindings must name objects that the files declare or mark external (or built-in exchanges), and
+        topic permissions no exchange the files declare absent."""
         desired = self.desired
         for key, obj in [*desired.objects.items(), *((k, None) for k in desired.absent)]:
             if key.kind is Kind.TOPIC_PERMISSION and obj is not None:
@@ -458,13 +458,9 @@ class _Builder:
         target = Key(Kind.EXCHANGE, key.vhost, name)
         if name == "" or name.startswith("amq.") or target in self.desired.objects or target in self.desired.external:
             return
-        if target in self.desired.absent:
-            reason = f"exchange {name!r} is declared absent"
-        else:
-            reason = (
-                f"exchange {name!r} is not declared in vhost {key.vhost!r} (RabbitMQ 4.3 refuses a topic "
-                "permission for a missing exchange); declare it, or mark it `external: true` if it is managed elsewhere"
-            )
+        if target not in self.desired.absent:
+            return  # it may exist on the broker: plan knows (preflight), and whether the version refuses it
+        reason = f"exchange {name!r} is declared absent"
         where = self.desired.locations[key]
         self.problems.append(Problem(where.file, where.line, format_path(self.paths.get(key, ())), reason))
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from topo.arguments import EXCHANGE_ARGUMENTS, QUEUE_ARGUMENTS
 from topo.client import ManagementClient
+from topo.compat import TOPIC_PERMISSION_NEEDS_EXCHANGE
 from topo.diff import Action, Change
 from topo.errors import Problem, TopoError
 from topo.normalize import tags_of
@@ -157,32 +158,45 @@ def against_broker(
                 )
                 problems.append(_problem(desired, key, (), (), reason))
         if key.kind is Kind.TOPIC_PERMISSION:
-            _topic_exchange_warning(desired, actual, key, obj.attrs, deleted, warnings)
+            problem = _topic_exchange_check(desired, actual, key, obj.attrs, deleted, warnings)
+            if problem is not None:
+                problems.append(problem)
     problems.extend(_queue_limit_problems(desired, actual, changes))
     return problems
 
 
-def _topic_exchange_warning(
+def _topic_exchange_check(
     desired: Desired, actual: Actual, key: Key, attrs: dict[str, Any], deleted: set[Key], warnings: list[str]
-) -> None:
-    """A topic permission on an exchange that exists nowhere. RabbitMQ 3.10 stores it (tried: 201), and
-    applications may declare the exchange later, so this is a warning; a near miss is probably a typo."""
+) -> Problem | None:
+    """A topic permission on an exchange that exists nowhere. Whether the broker refuses it depends on its
+    version (compat.TOPIC_PERMISSION_NEEDS_EXCHANGE): then it is a problem. Older versions store it, and
+    applications may declare the exchange later, so it is a warning there. A near miss is probably a typo."""
     name = attrs["exchange"]
     exchange = Key(Kind.EXCHANGE, key.vhost, name)
     if name == "" or name.startswith("amq.") or exchange in desired.objects or exchange in desired.external:
-        return
+        return None
     if exchange in actual.objects and exchange not in deleted:
-        return
+        return None
     names = sorted(
         {k.name for k in (*desired.objects, *actual.objects) if k.kind is Kind.EXCHANGE and k.vhost == key.vhost}
     )
     close = near_miss(name, names)
     hint = f" (did you mean {close!r}?)" if close else ""
+    nowhere = f"exchange {name!r}, which exists neither in the files nor on the broker (vhost {key.vhost!r}){hint}"
+    if actual.capabilities.topic_permission_needs_exchange:
+        reason = (
+            f"topic permission of {attrs['user']!r} on {nowhere}: RabbitMQ {actual.capabilities.version} refuses "
+            "a topic permission for a missing exchange (no_such_exchange); declare the exchange, or mark it "
+            "`external: true` once it exists"
+        )
+        return _problem(desired, key, (), (), reason)
+    broker = " ".join(filter(None, ("RabbitMQ", actual.capabilities.version)))
+    newer, newer_minor, _ = TOPIC_PERMISSION_NEEDS_EXCHANGE
     warnings.append(
-        f"{desired.locations.get(key)}: topic permission of {attrs['user']!r} on exchange {name!r}, which exists "
-        f"neither in the files nor on the broker (vhost {key.vhost!r}){hint}: RabbitMQ stores it, and it applies "
-        "only once such an exchange exists"
+        f"{desired.locations.get(key)}: topic permission of {attrs['user']!r} on {nowhere}: {broker} stores it, "
+        f"and it applies only once such an exchange exists (RabbitMQ {newer}.{newer_minor} and newer refuse it)"
     )
+    return None
 
 
 def _queue_limit_problems(desired: Desired, actual: Actual, changes: list[Change]) -> list[Problem]:
