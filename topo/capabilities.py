@@ -18,21 +18,6 @@ from topo.client import ManagementClient
 OVERVIEW_COLUMNS = "rabbitmq_version,exchange_types,management_version,cluster_name"
 
 
-def parse_version(text: str) -> tuple[int, int, int]:
-    """(major, minor, patch) of "4.3.6", "3.10.8", "4.1.0-rc.1"; (0, 0, 0) when there is none."""
-    parts = []
-    for part in text.split(".")[:3]:
-        digits = ""
-        for ch in part:
-            if not ch.isdigit():
-                break
-            digits += ch
-        parts.append(int(digits) if digits else 0)
-    while len(parts) < 3:
-        parts.append(0)
-    return parts[0], parts[1], parts[2]
-
-
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     version: str = ""  # as the broker reports it; "" when unknown (e.g. a definitions file without one)
@@ -48,8 +33,9 @@ class Capabilities:
         return None if used is None else tuple(sorted(str(f.get("name", "")) for f in used))
 
     @property
-    def release(self) -> tuple[int, int, int]:
-        return parse_version(self.version)
+    def release(self) -> compat.Version:
+        """(major, minor, patch) by compat.parse_version, the one version parser; (0, 0, 0) when unknown."""
+        return compat.release_of(self.version) or (0, 0, 0)
 
     def at_least(self, major: int, minor: int, patch: int = 0) -> bool:
         """True when the broker is known to be this version or newer."""

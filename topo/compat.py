@@ -47,6 +47,14 @@ def parse_version(text: str) -> Version:
     return int(major), int(minor), ANY_PATCH if patch is None else int(patch)
 
 
+def release_of(text: str) -> Version | None:
+    """What a broker reports ("3.10.8", "4.1.0-rc.1") as a version; None when it reports none or no version."""
+    try:
+        return parse_version(text)
+    except ValueError:
+        return None
+
+
 def version_text(version: Version) -> str:
     major, minor, patch = version
     return f"{major}.{minor}" if patch == ANY_PATCH else f"{major}.{minor}.{patch}"
