@@ -64,6 +64,7 @@ def test_plan_refuses_before_any_change(path: Path, broker: Any, api: Api, vhost
         assert result.code == 1, result.output
         assert expect in result.stderr and named in result.stderr, result.output
         assert f"{path}:" in result.stderr  # file and line
+        assert result.stderr.count(f"{named}: ") == 1, result.output  # each problem once
         assert "HTTP" not in result.stderr and "apply stopped" not in result.stderr, result.output
         assert _state(api) == before
     validated = run_topo("validate", "-f", str(path), env=env)
