@@ -100,6 +100,23 @@ class Capabilities:
             return []
         return compat.refusals(where, items, self.release)
 
+    def queue_argument_refusals(self, queue_type: str, arguments: dict[str, Any]) -> list[tuple[str, str]]:
+        """(argument, reason) for each queue argument this broker refuses for a queue of `queue_type`: what its
+        version removed or denies, and what only other queue types take on it ("invalid arg ... of queue
+        type rabbit_classic_queue" on 4.3 for x-consumer-timeout, which 4.3.2 gives quorum queues)."""
+        if not self.version:
+            return []
+        found = dict(compat.refusals("queue_argument", arguments, self.release))
+        rules = compat.rules_for(self.release)
+        for name in rules.refused_queue_arguments(queue_type, arguments):
+            takers = sorted(t for t, names in rules.queue_arguments.items() if name in names)
+            found.setdefault(
+                name,
+                f"RabbitMQ {self.version} takes {name} for {' and '.join(takers)} queues only, not for {queue_type} "
+                "queues (it refuses the declaration)",
+            )
+        return [(name, found[name]) for name in arguments if name in found]
+
     def policy_problems(self, operator: bool, definition: dict[str, Any]) -> list[tuple[str, str]]:
         """(key, reason) for each part of a policy definition this broker refuses (topo.policies)."""
         from topo.policies import definition_problems
