@@ -6,6 +6,8 @@ Usage: python scripts/demo.py [--keep]   (--keep leaves the node running and pri
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,12 +29,16 @@ def main() -> int:
     keep = "--keep" in sys.argv[1:]
     examples = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "examples").glob("*/topology.yaml"))
     node = RabbitNode()
-    print("Starting a throwaway RabbitMQ node…", flush=True)
-    node.start()
-    env = {**os.environ, "TOPO_URL": node.url, "TOPO_USER": "guest", "TOPO_PASSWORD": "guest"}
+    # A terminated demo cleans up like a finished one: SIGTERM runs the finally clauses below too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    work = Path(tempfile.mkdtemp(prefix="topo-demo-"))
     try:
+        print("Starting a throwaway RabbitMQ node…", flush=True)
+        node.start()
+        print(f"Node {node.nodename}, data in {node.base_dir} (removed at the end)", flush=True)
+        env = {**os.environ, "TOPO_URL": node.url, "TOPO_USER": "guest", "TOPO_PASSWORD": "guest"}
         files = [arg for path in examples for arg in ("-f", path)]
-        exported = str(Path(tempfile.mkdtemp(prefix="topo-demo-")) / "sensors-export.yaml")
+        exported = str(work / "sensors-export.yaml")
         steps = [
             ("validate", *files),
             ("plan", *files),
@@ -49,17 +55,18 @@ def main() -> int:
                 return 1
         print(
             f"\nDone: {len(examples)} example topologies applied to {node.url}; a fresh plan is empty, and so "
-            f"is a plan of the exported sensors vhost ({exported})."
+            "is a plan of the exported sensors vhost."
         )
         if keep:
             print(
                 f"The node keeps running: TOPO_URL={node.url} (guest/guest); stop it with "
-                f"rabbitmqctl -n {node.nodename} stop"
+                f"rabbitmqctl -n {node.nodename} stop, then remove {node.base_dir} and {work} (the export)"
             )
         return 0
     finally:
         if not keep:
-            node.stop()
+            node.stop()  # also deletes the node's data directory
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

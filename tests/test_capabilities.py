@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from topo.capabilities import Capabilities, from_overview, parse_version
+from topo.capabilities import Capabilities, from_overview
+from topo.compat import ANY_PATCH
 from topo.diff import Action, Change
 from topo.engine import check_against_broker, check_protected
 from topo.errors import ValidationFailed
@@ -16,10 +17,17 @@ from topo.state import OFFLINE, Actual, Desired, Key, Kind, Location, Obj
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("3.10.8", (3, 10, 8)), ("4.3.6", (4, 3, 6)), ("4.1.0-rc.1", (4, 1, 0)), ("4.0", (4, 0, 0)), ("", (0, 0, 0))],
+    [
+        ("3.10.8", (3, 10, 8)),
+        ("4.3.6", (4, 3, 6)),
+        ("4.1.0-rc.1", (4, 1, 0)),
+        ("4.0", (4, 0, ANY_PATCH)),
+        ("", (0, 0, 0)),
+        ("unknown", (0, 0, 0)),
+    ],
 )
-def test_parse_version(text: str, expected: tuple[int, int, int]) -> None:
-    assert parse_version(text) == expected
+def test_the_release_is_read_by_the_one_version_parser(text: str, expected: tuple[int, int, int]) -> None:
+    assert Capabilities(text).release == expected
 
 
 def test_what_follows_from_the_version() -> None:

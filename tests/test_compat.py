@@ -177,6 +177,35 @@ def test_refused_queue_arguments_follow_check_declare_arguments() -> None:
     assert "x-consumer-timeout" in rules_for("4.3.2").queue_arguments["quorum"]
 
 
+def test_queue_argument_rules_carry_the_versions_that_accept_them() -> None:
+    from topo.arguments import QUEUE_ARGUMENTS
+    from topo.capabilities import Capabilities
+
+    leader = QUEUE_ARGUMENTS["x-queue-leader-locator"]
+    assert leader.types_at((3, 13, 7)) == {"quorum", "stream"}
+    assert leader.types_at((4, 0, 0)) == {"classic", "quorum", "stream"}
+    assert QUEUE_ARGUMENTS["x-queue-version"].values_at((4, 2, 0)) == (1, 2)
+    assert QUEUE_ARGUMENTS["x-queue-version"].values_at((4, 3, 0)) == (2,)
+    assert QUEUE_ARGUMENTS["x-delivery-limit"].default_at((3, 13, 7)) is None
+    assert QUEUE_ARGUMENTS["x-delivery-limit"].default_at((4, 0, 0)) == 20
+    # The 3.10 lists are the rules' base: the offline checks of the files are unchanged by later versions.
+    assert rules_for("3.10").queue_arguments["classic"] == {
+        *(name for name, rule in QUEUE_ARGUMENTS.items() if "classic" in rule.queue_types),
+        "x-queue-type",
+    }
+    # Plan-time, through Capabilities: an argument the broker's version gives other queue types only
+    # (probed on 4.3.6: 400 "invalid arg 'x-consumer-timeout' ... of queue type rabbit_classic_queue").
+    refused = dict(Capabilities("4.3.6").queue_argument_refusals("classic", {"x-consumer-timeout": 60000}))
+    assert "takes x-consumer-timeout for quorum queues only, not for classic queues" in refused["x-consumer-timeout"]
+    assert Capabilities("4.3.6").queue_argument_refusals("quorum", {"x-consumer-timeout": 60000}) == []
+    assert Capabilities("3.10.8").queue_argument_refusals("classic", {"x-consumer-timeout": 60000}) == []
+    assert Capabilities("4.3.6").queue_argument_refusals("classic", {"x-queue-leader-locator": "balanced"}) == []
+    assert [n for n, _ in Capabilities("4.3.6").queue_argument_refusals("classic", {"x-queue-version": 1})] == [
+        "x-queue-version"
+    ]
+    assert Capabilities("").queue_argument_refusals("classic", {"x-consumer-timeout": 1}) == []
+
+
 def test_default_delivery_limit() -> None:
     assert default_delivery_limit((3, 13, 7)) is None
     assert default_delivery_limit((4, 0, 0)) == 20

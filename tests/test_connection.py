@@ -98,7 +98,7 @@ def test_cli_never_prints_the_password_of_a_malformed_url(tmp_path: Path) -> Non
     (tmp_path / "topology.yaml").write_text("vhosts:\n  /: {}\n", encoding="utf-8")
     result = run_topo("plan", "--url", "admin:Cli-Leak-Secret@rabbit.example.com:15672", cwd=str(tmp_path))
     assert result.code == 1
-    assert "unsupported URL" in result.stderr
+    assert "URL without scheme" in result.stderr
     assert "Cli-Leak-Secret" not in result.output
 
 

@@ -122,7 +122,9 @@ def test_topo_never_locks_out_the_user_it_is_connected_as(topo, api: Api, broker
     try:
         assert topo("apply", "--auto-approve", topology=base, env=as_me).code == 0
         attempts = {
-            "deletes user": base + f"\n    users:\n      {json.dumps(me)}: {{absent: true}}\n",
+            # (with its permission gone too: a permission for a user the files delete is refused offline)
+            "deletes user": base.replace('{configure: ".*", write: ".*", read: ".*"}', "{absent: true}")
+            + f"\n    users:\n      {json.dumps(me)}: {{absent: true}}\n",
             "removes the administrator tag": base + f"\n    users:\n      {json.dumps(me)}: {{tags: [management]}}\n",
             "removes the permissions": base.replace('{configure: ".*", write: ".*", read: ".*"}', "{absent: true}"),
         }
@@ -141,7 +143,7 @@ def test_user_with_a_placeholder_hash_is_rejected_offline(topo, vhost_name: str)
     assert result.code == 1 and "not valid base64" in result.stderr and "admin_password_change_me" not in result.stderr
 
 
-def test_permission_for_a_user_the_files_do_not_declare_must_exist(topo, vhost_name: str) -> None:
+def test_permission_for_a_user_the_files_do_not_declare_must_exist(topo, api: Api, vhost_name: str) -> None:
     topology = f"""
     vhosts:
       {json.dumps(vhost_name)}:
@@ -149,7 +151,10 @@ def test_permission_for_a_user_the_files_do_not_declare_must_exist(topo, vhost_n
           nobody-{quote(vhost_name)}: {{configure: "", write: "", read: ".*"}}
     """
     result = topo("apply", "--auto-approve", topology=topology)
-    assert result.code == 1 and "permission" in result.stderr and "HTTP" in result.stderr
+    # Refused by the plan, before any change: no vhost half made, no HTTP 400 from the broker.
+    assert result.code == 1 and "exists neither in the files nor on the broker" in result.stderr, result.output
+    assert "HTTP" not in result.stderr and "apply stopped" not in result.stderr
+    assert requests.get(api._url("vhosts", vhost_name), auth=api.auth, timeout=30).status_code == 404
 
 
 def test_declaring_users_without_the_administrator_tag_fails_early_and_clearly(
@@ -162,7 +167,9 @@ def test_declaring_users_without_the_administrator_tag_fails_early_and_clearly(
         topology=access(vhost_name, "someone-else", "x-12345"),
         env={"TOPO_USER": user_name, "TOPO_PASSWORD": "mgmt-Pw-123"},
     )
-    assert result.code == 1 and "HTTP 401" in result.stderr and "tagged administrator" in result.stderr
+    # Refused after reading the user's tags, before the listings that would fail with HTTP 401.
+    assert result.code == 1 and "HTTP 401" not in result.stderr, result.output
+    assert "may not manage users and permissions" in result.stderr and "administrator tag" in result.stderr
 
 
 def test_declared_user_passwords_never_appear_in_output(topo, vhost_name: str, user_name: str) -> None:

@@ -71,13 +71,19 @@ def test_shovels_and_upstreams_apply_update_in_place_and_never_show_passwords(to
     assert ("federation-upstream-set", "all") not in stored
 
 
-@pytest.mark.parametrize("password", ['Zqwxyz9 ab"cd/x', "ab:cd:ef/ghij", "pässwort€/xyz", "Zq\\wxyz9/ab"])
+@pytest.mark.parametrize(
+    "password",
+    ['Zqwxyz9 ab"cd/x', "ab:cd:ef/ghij", "pässwort€/xyz", "Zq\\wxyz9/ab", 'Zqwxyz9 ab"cd', "pässwort€xyz", "Zq\\wxyz9"],
+)
 def test_a_refused_uri_never_echoes_its_password(topo, vhost_name: str, password: str) -> None:
     # RabbitMQ's validation error repeats the URI in Erlang's notation (escaped, split, as byte lists).
     bad = topology(vhost_name).replace("@localhost:1/src", "@localhost:1/src/extra/path")
     result = topo("apply", "--auto-approve", topology=bad, env={"SHOVEL_PW": password, "FED_PW": "x"})
     assert result.code == 1
-    assert "the broker's details are not shown: they repeat a URI with its password" in result.stderr
+    if "/" in password:  # the URI does not parse: refused before any change (preflight), without the URI
+        assert "does not parse (its port is not a number): percent-encode" in result.stderr, result.output
+    else:
+        assert "the broker's details are not shown: they repeat a URI with its password" in result.stderr
     fragments = [piece for piece in password.replace(":", "/").split("/") if len(piece) >= 3]
     for fragment in [password, *fragments, "Zqwxyz9", "pässwort"]:
         assert fragment not in result.output

@@ -197,7 +197,7 @@ def test_empty_plan_says_no_changes() -> None:
 
 def test_empty_plan_still_lists_unmanaged_objects_but_no_summary() -> None:
     text = render_text(Plan([], [Obj(Key(Kind.QUEUE, "/", "manual"), queue_attrs())]), colour=False)
-    assert text.startswith("No changes. The broker matches the topology.\n")
+    assert text.startswith("No changes. The broker matches the topology (1 unmanaged object left alone, below).\n")
     assert 'queue "manual" in vhost "/"' in text
     assert "Plan:" not in text
 

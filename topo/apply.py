@@ -11,9 +11,8 @@ from topo.diff import Action
 from topo.errors import ApplyFailed, BrokerError
 from topo.kinds import definition
 from topo.kinds.base import Phase
-from topo.plan import Plan, Step, stages
+from topo.plan import Plan, Step, stages, where
 from topo.render import display_name
-from topo.state import Kind
 
 Progress = Callable[[int, int, Step], None]
 # Concurrent requests within a stage: enough to keep a broker busy, few enough not to swamp it.
@@ -26,8 +25,7 @@ def describe(step: Step) -> str:
     if change.action is Action.REPLACE:
         verb = f"replace ({verb})"
     attrs = change.after if change.after is not None else change.before
-    where = "" if change.kind is Kind.VHOST else f" in vhost {change.key.vhost!r}"
-    return f"{verb} {change.kind.value} {display_name(change.key, attrs)}{where}"
+    return f"{verb} {change.kind.value} {display_name(change.key, attrs)}{where(change.key)}"
 
 
 def execute(

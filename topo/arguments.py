@@ -1,7 +1,13 @@
-"""What RabbitMQ accepts as queue, exchange and binding arguments, per queue type.
+"""What RabbitMQ accepts as queue, exchange and binding arguments, per queue type and version.
 
 One table, so the model can reject what the broker would reject (or silently misread, like a TTL
-written as a string) before any request is sent.
+written as a string) before any request is sent. Each queue argument's rule carries the versions that
+accept it: the queue types that take it on the oldest supported version (3.10, what the files are
+checked against offline) and from which later version other types take it, the values a version
+accepts where they changed, and the value a queue gets without it. compat.rules_for(version) answers
+"what does this version accept" from these rules, beside the policy keys; what a version deprecates or
+removes (with the replacement) is compat.CHANGES. Facts from rabbitmq-server's source (each queue
+type's capabilities() queue_arguments, rabbit_amqqueue:declare_args/0) as compat.py says.
 """
 
 from __future__ import annotations
@@ -12,15 +18,44 @@ from typing import Any
 
 QUEUE_TYPES = ("classic", "quorum", "stream")
 
+Version = tuple[int, int, int]  # (major, minor, patch), as compat.parse_version reads it
+
+
+def _at(steps: tuple[tuple[Version, Any], ...], version: Version, before: Any) -> Any:
+    """The value of the last step at or before `version`; `before` when there is none."""
+    found = before
+    for since, value in steps:
+        if since <= version:
+            found = value
+    return found
+
 
 @dataclass(frozen=True, slots=True)
 class ArgumentRule:
     value: str  # "int", "str", "bool"
-    queue_types: frozenset[str]
+    queue_types: frozenset[str]  # the types that take it on 3.10 (offline checks use these)
     choices: tuple[str, ...] = ()
     minimum: int | None = None
     maximum: int | None = None
     pattern: str | None = None
+    # From a later version on: (since, the queue types that take it from then), in version order.
+    types_from: tuple[tuple[Version, frozenset[str]], ...] = ()
+    # Where the accepted values changed: (since, the values; None once the version no longer checks them).
+    values_from: tuple[tuple[Version, tuple[Any, ...] | None], ...] = ()
+    # The value a queue gets without the argument (nor a policy setting it): (since, value).
+    default_from: tuple[tuple[Version, Any], ...] = ()
+
+    def types_at(self, version: Version) -> frozenset[str]:
+        """The queue types a broker of `version` accepts the argument for."""
+        return _at(self.types_from, version, self.queue_types)
+
+    def values_at(self, version: Version) -> tuple[Any, ...] | None:
+        """The values `version` accepts where they changed between versions; None: not restricted so."""
+        return _at(self.values_from, version, None)
+
+    def default_at(self, version: Version) -> Any:
+        """What a queue of `version` has without the argument; None: the argument's effect is off."""
+        return _at(self.default_from, version, None)
 
     def describe(self) -> str:
         if self.choices:
@@ -35,8 +70,10 @@ class ArgumentRule:
         return text
 
 
-def _rule(value: str, types: str, **kwargs: Any) -> ArgumentRule:
-    return ArgumentRule(value, frozenset(types.split()), **kwargs)
+def _rule(value: str, types: str, since: tuple[tuple[Version, str], ...] = (), **kwargs: Any) -> ArgumentRule:
+    """`types` on 3.10; `since`: (version, the types from then on) for later versions."""
+    steps = tuple((version, frozenset(later.split())) for version, later in since)
+    return ArgumentRule(value, frozenset(types.split()), types_from=steps, **kwargs)
 
 
 QUEUE_ARGUMENTS: dict[str, ArgumentRule] = {
@@ -50,17 +87,42 @@ QUEUE_ARGUMENTS: dict[str, ArgumentRule] = {
     "x-dead-letter-strategy": _rule("str", "quorum", choices=("at-most-once", "at-least-once")),
     "x-single-active-consumer": _rule("bool", "classic quorum"),
     "x-max-priority": _rule("int", "classic", minimum=1, maximum=255),
-    "x-queue-mode": _rule("str", "classic", choices=("default", "lazy")),
-    "x-queue-version": _rule("int", "classic", minimum=1, maximum=2),
+    # No effect since 3.12; 4.3 stopped checking the value (commit a67de22527). compat.CHANGES: x-queue-mode.
+    "x-queue-mode": _rule(
+        "str",
+        "classic",
+        choices=("default", "lazy"),
+        values_from=(((3, 10, 0), ("default", "lazy")), ((4, 3, 0), None)),
+    ),
+    # Storage v1 is ignored from 4.0 and refused from 4.3 ("unsupported queue version '1'").
+    "x-queue-version": _rule(
+        "int", "classic", minimum=1, maximum=2, values_from=(((3, 10, 0), (1, 2)), ((4, 3, 0), (2,)))
+    ),
+    # Deprecated from 4.0, denied by default from 4.3 (compat.CHANGES: x-queue-master-locator).
     "x-queue-master-locator": _rule("str", "classic", choices=("min-masters", "client-local", "random")),
-    "x-delivery-limit": _rule("int", "quorum", minimum=0),
+    # From 4.0 a quorum queue without one gets 20 (rabbit_quorum_queue.erl: DEFAULT_DELIVERY_LIMIT).
+    "x-delivery-limit": _rule("int", "quorum", minimum=0, default_from=(((4, 0, 0), 20),)),
     "x-quorum-initial-group-size": _rule("int", "quorum", minimum=1),
     "x-max-in-memory-length": _rule("int", "quorum", minimum=0),
     "x-max-in-memory-bytes": _rule("int", "quorum", minimum=0),
-    "x-queue-leader-locator": _rule("str", "quorum stream", choices=("client-local", "balanced", "random")),
+    # Classic queues take it from 4.0 (once the rabbitmq_4.0.0 feature flag is enabled).
+    "x-queue-leader-locator": _rule(
+        "str",
+        "quorum stream",
+        since=(((4, 0, 0), "classic quorum stream"),),
+        choices=("client-local", "balanced", "random"),
+    ),
     "x-max-age": _rule("str", "stream", pattern=r"^[0-9]+[YMDhms]$"),
     "x-stream-max-segment-size-bytes": _rule("int", "stream", minimum=1),
     "x-initial-cluster-size": _rule("int", "stream", minimum=1),
+    # Newer than 3.10: no type takes them there (offline, the files are checked as for 3.10, so these count
+    # as unknown arguments; their values are not checked).
+    "x-stream-filter-size-bytes": _rule("int", "", since=(((4, 2, 0), "stream"),)),
+    "x-consumer-disconnected-timeout": _rule("int", "", since=(((4, 3, 0), "quorum"),)),
+    "x-delayed-retry-type": _rule("str", "", since=(((4, 3, 0), "quorum"),)),
+    "x-delayed-retry-min": _rule("int", "", since=(((4, 3, 0), "quorum"),)),
+    "x-delayed-retry-max": _rule("int", "", since=(((4, 3, 0), "quorum"),)),
+    "x-consumer-timeout": _rule("int", "", since=(((4, 3, 2), "quorum"),)),
 }
 
 EXCHANGE_ARGUMENTS: dict[str, ArgumentRule] = {
@@ -126,8 +188,9 @@ def queue_argument_problems(queue_type: str, arguments: dict[str, Any]) -> list[
             problems.append((name, "set the queue type with the `type` key, not as an argument"))
             continue
         rule = QUEUE_ARGUMENTS.get(name)
-        if rule is None:
+        if rule is None or not rule.queue_types:
             # Classic queues keep unknown arguments (plugins read them); the other types reject them.
+            # Arguments newer than 3.10 count as unknown here: plan judges them for the broker's version.
             if queue_type != "classic":
                 problems.append((name, f"not supported by {queue_type} queues; allowed: {', '.join(allowed)}"))
             continue

@@ -18,21 +18,6 @@ from topo.client import ManagementClient
 OVERVIEW_COLUMNS = "rabbitmq_version,exchange_types,management_version,cluster_name"
 
 
-def parse_version(text: str) -> tuple[int, int, int]:
-    """(major, minor, patch) of "4.3.6", "3.10.8", "4.1.0-rc.1"; (0, 0, 0) when there is none."""
-    parts = []
-    for part in text.split(".")[:3]:
-        digits = ""
-        for ch in part:
-            if not ch.isdigit():
-                break
-            digits += ch
-        parts.append(int(digits) if digits else 0)
-    while len(parts) < 3:
-        parts.append(0)
-    return parts[0], parts[1], parts[2]
-
-
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     version: str = ""  # as the broker reports it; "" when unknown (e.g. a definitions file without one)
@@ -48,8 +33,9 @@ class Capabilities:
         return None if used is None else tuple(sorted(str(f.get("name", "")) for f in used))
 
     @property
-    def release(self) -> tuple[int, int, int]:
-        return parse_version(self.version)
+    def release(self) -> compat.Version:
+        """(major, minor, patch) by compat.parse_version, the one version parser; (0, 0, 0) when unknown."""
+        return compat.release_of(self.version) or (0, 0, 0)
 
     def at_least(self, major: int, minor: int, patch: int = 0) -> bool:
         """True when the broker is known to be this version or newer."""
@@ -103,11 +89,48 @@ class Capabilities:
         """Queues owned by the broker's internal components refuse deletion (4.1+)."""
         return self.at_least(4, 1)
 
+    @property
+    def topic_permission_needs_exchange(self) -> bool:
+        """A topic permission on a missing exchange is refused (4.x), not stored (3.x); unknown: not refused."""
+        return bool(self.version) and compat.rules_for(self.release).topic_permission_needs_exchange
+
     def refusals(self, where: compat.Where, items: dict[str, Any]) -> list[tuple[str, str]]:
         """(key, reason with the replacement) for each policy key or queue argument this broker refuses."""
         if not self.version:
             return []
         return compat.refusals(where, items, self.release)
+
+    def queue_argument_refusals(self, queue_type: str, arguments: dict[str, Any]) -> list[tuple[str, str]]:
+        """(argument, reason) for each queue argument this broker refuses for a queue of `queue_type`: what its
+        version removed or denies, and what only other queue types take on it ("invalid arg ... of queue
+        type rabbit_classic_queue" on 4.3 for x-consumer-timeout, which 4.3.2 gives quorum queues)."""
+        if not self.version:
+            return []
+        found = dict(compat.refusals("queue_argument", arguments, self.release))
+        rules = compat.rules_for(self.release)
+        for name in rules.refused_queue_arguments(queue_type, arguments):
+            takers = sorted(t for t, names in rules.queue_arguments.items() if name in names)
+            found.setdefault(
+                name,
+                f"RabbitMQ {self.version} takes {name} for {' and '.join(takers)} queues only, not for {queue_type} "
+                "queues (it refuses the declaration)",
+            )
+        return [(name, found[name]) for name in arguments if name in found]
+
+    def policy_problems(self, operator: bool, definition: dict[str, Any]) -> list[tuple[str, str]]:
+        """(key, reason) for each part of a policy definition this broker refuses (topo.policies)."""
+        from topo.policies import definition_problems
+
+        return definition_problems(definition, operator, self.release if self.version else None, self._plugins())
+
+    def _plugins(self) -> frozenset[str] | None:
+        """The enabled plugins; when they cannot be read, federation's exchange type still tells."""
+        if self.plugins is not None or not self.exchange_types:
+            return self.plugins
+        known = set(compat.PLUGIN_POLICY_KEYS.values())
+        if "x-federation-upstream" not in self.exchange_types:
+            known.discard("rabbitmq_federation")
+        return frozenset(known)
 
 
 def from_overview(info: dict[str, Any], extra: dict[str, Any] | None = None) -> Capabilities:
@@ -134,9 +157,7 @@ def _optional(client: ManagementClient, path: str, what: str, params: dict[str, 
     return response.json() if response.status_code == 200 else None
 
 
-def read_capabilities(
-    client: ManagementClient, concurrently: Callable[..., list[Any]] | None = None
-) -> Capabilities:
+def read_capabilities(client: ManagementClient, concurrently: Callable[..., list[Any]] | None = None) -> Capabilities:
     """One read of everything below; `concurrently` runs the requests at once (see read._concurrently)."""
     calls: list[Callable[[], Any]] = [
         lambda: read_overview(client),

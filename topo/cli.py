@@ -16,12 +16,20 @@ from typing import Annotated
 
 import typer
 
-from topo import __version__
+from topo import __version__, preflight
 from topo.cli_options import UNSET, ConnectionOptions, connect, connection_options, resolve
 from topo.client import ManagementClient
 from topo.definitions import read_definitions
 from topo.diff import Action
-from topo.engine import apply_and_verify, build_plan, manages_access, read_desired_scope, release_seen, scope
+from topo.engine import (
+    NOT_VERIFIED,
+    apply_and_verify,
+    build_plan,
+    manages_access,
+    read_desired_scope,
+    release_seen,
+    scope,
+)
 from topo.errors import NotConverged, TopoError
 from topo.export import ExportResult, ExportScope, build_export
 from topo.load import Loaded, guess_vhosts, load_topology
@@ -45,11 +53,16 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # its tracebacks show local variables, which hold passwords
+    # Plain help: rich's boxes showed flags as <bool>, -f as <list[str]> and cut text at 80 columns.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
 )
 
 Files = Annotated[
     list[str] | None,
-    typer.Option("--file", "-f", help="Topology file or directory (repeatable). Default: topology.yaml."),
+    typer.Option(
+        "--file", "-f", metavar="PATH", help="Topology file or directory (repeatable). Default: topology.yaml."
+    ),
 ]
 VarFiles = Annotated[
     list[str] | None,
@@ -107,6 +120,21 @@ NoLock = Annotated[
 NoColor = Annotated[bool, typer.Option("--no-color", help="No colour (also: NO_COLOR set, or not a terminal).")]
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        _out(f"topo {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """RabbitMQ messaging topology as code: validate, plan and apply YAML against the management API."""
+
+
 def _out(text: str) -> None:
     # Plans and JSON are built from the files and the broker, never from credentials; scrubbing them
     # would corrupt names or numbers that happen to equal a password.
@@ -128,6 +156,8 @@ def _guarded(body: Callable[[], int]) -> None:
     try:
         code = body()
     except TopoError as exc:
+        for warning in getattr(exc, "warnings", []):
+            _err(f"Warning: {warning}")
         _err(f"Error: {exc}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
@@ -185,6 +215,8 @@ def _load_and_plan(
             if same_read:
                 actual = reading.result()  # the same read would fail the same way: its error stands
     if actual is None:
+        # Tags first: a non-administrator declaring users is refused before the listings that would fail.
+        preflight.refuse_before_reading(client, loaded.desired, manages_access(loaded.desired))
         actual = read_desired_scope(client, loaded.desired)
     the_plan = build_plan(client, loaded.desired, actual)
     if not targets and not only_vhosts:
@@ -269,11 +301,20 @@ def plan(
     ] = None,
     targets: Targets = None,
     only_vhosts: OnlyVhosts = None,
+    fail_on_unmanaged: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-unmanaged",
+            help="With --detailed-exitcode: exit 2 also when the broker has objects the files do not declare.",
+        ),
+    ] = False,
     no_color: NoColor = False,
 ) -> None:
     """Show what apply would change on the live broker."""
 
     def run() -> int:
+        if fail_on_unmanaged and not detailed_exitcode:
+            raise TopoError("--fail-on-unmanaged changes the exit code of --detailed-exitcode: pass both")
         fmt = _output_format(output_format, as_json)
         planned = _load_and_plan(files, options, var_files=var_files, targets=targets, only_vhosts=only_vhosts)
         the_plan = planned.plan
@@ -301,7 +342,8 @@ def plan(
             _out(render_markdown(the_plan))
         else:
             _out(render_text(the_plan, _colour(no_color)))
-        return 2 if detailed_exitcode and not the_plan.empty else 0
+        drift = not the_plan.empty or (fail_on_unmanaged and bool(the_plan.unmanaged))
+        return 2 if detailed_exitcode and drift else 0
 
     _guarded(run)
 
@@ -394,7 +436,7 @@ def apply(
         outcome.plan = the_plan
         outcome.warnings = [warning for lock in held for warning in lock.warnings]
         if fmt is OutputFormat.TEXT:
-            _out(render_text(the_plan, _colour(no_color)))
+            _out(render_text(the_plan, _colour(no_color), allow_data_loss))
         if the_plan.empty:
             release_seen(client, loaded.desired, the_plan, planned.actual)
             outcome.status = Status.NO_CHANGES
@@ -404,6 +446,7 @@ def apply(
             outcome.status = Status.CANCELLED
             _err("Apply cancelled.")
             return 1
+        notes: list[str] = []
         progress = _locking(held, outcome.record, _progress_printer())
         try:
             count = apply_and_verify(
@@ -413,6 +456,7 @@ def apply(
                 allow_data_loss=allow_data_loss,
                 allow_disruption=allow_disruption,
                 progress=progress,
+                notes=notes,
             )
         except NotConverged as exc:
             # A partial apply verifies what it targeted; what it left out is still pending, as planned.
@@ -426,11 +470,16 @@ def apply(
                 "than its expiry, and another apply took it); the verification passed, but check the broker"
             )
             _err(f"Warning: {outcome.warnings[-1]}")
+        outcome.warnings.extend(notes)
         summary = the_plan.summary()
+        unverified = any(note.startswith(NOT_VERIFIED) for note in notes)
+        verified = NOT_VERIFIED if unverified else "the broker matches the topology"
         _err(
             f"Apply complete: {summary['add']} added, {summary['change']} changed, {summary['replace']} replaced, "
-            f"{summary['destroy']} destroyed ({count} steps). Verified: the broker matches the topology."
+            f"{summary['destroy']} destroyed ({count} step{'' if count == 1 else 's'}). Verified: {verified}."
         )
+        for note in notes:
+            _err(f"Note: {note}")
         return 0
 
     try:
@@ -636,7 +685,7 @@ def main() -> None:
     gc.disable()
     # Not standalone: click's usage errors exit 2, which would read as "changes pending" in CI.
     try:
-        code = app(standalone_mode=False)
+        code = app(prog_name="topo", standalone_mode=False)
     except typer.Exit as exc:
         code = exc.exit_code
     except typer.Abort:
@@ -655,3 +704,8 @@ def main() -> None:
 
 # The read-only commands (route, test, graph, explain) live in their own module and register here.
 from topo import routing_cli as _routing_cli  # noqa: E402, F401
+
+# click shortens each command's summary to fit 80 columns ("make the broker match the files and..."):
+# the first line of each docstring, whole, instead (after the routing commands registered, so theirs too).
+for _command in app.registered_commands:
+    _command.short_help = _command.short_help or (_command.callback.__doc__ or "").strip().splitlines()[0]

@@ -23,16 +23,35 @@ from topo.model import BrokerSpec
 
 Url = Annotated[
     str | None,
-    typer.Option(help="Management API URL (http(s)://host:port) or amqp(s)://user:pass@host/vhost. Env: TOPO_URL."),
+    typer.Option(
+        metavar="URL",
+        help="Management API URL (http(s)://host:port) or amqp(s)://user:pass@host/vhost. "
+        "Env: TOPO_URL. Default: http://localhost:15672.",
+    ),
 ]
-User = Annotated[str | None, typer.Option(help="Management user. Env: TOPO_USER. Default: guest.")]
-Password = Annotated[str | None, typer.Option(help="Password; prefer the TOPO_PASSWORD variable.", show_default=False)]
-CaCert = Annotated[str | None, typer.Option("--ca-cert", help="CA bundle to verify the broker's certificate.")]
-ClientCert = Annotated[str | None, typer.Option("--client-cert", help="Client certificate (PEM).")]
-ClientKey = Annotated[str | None, typer.Option("--client-key", help="Client certificate key (PEM).")]
+User = Annotated[str | None, typer.Option(metavar="USER", help="Management user. Env: TOPO_USER. Default: guest.")]
+Password = Annotated[
+    str | None,
+    typer.Option(
+        metavar="PASSWORD",
+        help="Password (visible to other users: prefer the variable). Env: TOPO_PASSWORD.",
+        show_default=False,
+    ),
+]
+CaCert = Annotated[
+    str | None,
+    typer.Option("--ca-cert", metavar="PEM", help="CA bundle to verify the broker's certificate. Env: TOPO_CA_CERT."),
+]
+ClientCert = Annotated[
+    str | None, typer.Option("--client-cert", metavar="PEM", help="Client certificate. Env: TOPO_CLIENT_CERT.")
+]
+ClientKey = Annotated[
+    str | None, typer.Option("--client-key", metavar="PEM", help="Client certificate key. Env: TOPO_CLIENT_KEY.")
+]
 Insecure = Annotated[bool, typer.Option("--insecure", help="Do not verify the broker's TLS certificate.")]
 Timeout = Annotated[
-    float | None, typer.Option(min=0.1, max=3600, help="Seconds to wait for each request. Default: 30.")
+    float | None,
+    typer.Option(min=0.1, max=3600, metavar="SECONDS", help="Seconds to wait for each request. Default: 30."),
 ]
 RestartWait = Annotated[
     float | None,

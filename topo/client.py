@@ -73,6 +73,11 @@ def _short(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[:200]}"
 
 
+# A 401's reason when the user or password is wrong: 3.x says "Login failed", 4.x "Not_Authorized" (4.3.6
+# probed; a known user without the right tag gets "Not administrator user" and the like on both).
+LOGIN_FAILED = frozenset({"Login failed", "Not_Authorized"})
+
+
 @dataclass(frozen=True, slots=True)
 class _Fault:
     """A failed try: what went wrong, whether the broker looks down (restarting), whether it may have
@@ -189,9 +194,10 @@ class ManagementClient:
                 cert=self.connection.client_cert,
             )
         except requests.exceptions.SSLError as exc:
-            raise BrokerError(
-                what, None, scrub(f"TLS error talking to {self.connection.url}: {_tls_reason(exc)}")
-            ) from None
+            reason = _tls_reason(exc)
+            if "WRONG_VERSION_NUMBER" in str(exc) or "wrong version number" in reason:
+                reason += " (the port answers plain HTTP, not TLS: use http:// for it)"
+            raise BrokerError(what, None, scrub(f"TLS error talking to {self.connection.url}: {reason}")) from None
         except PERMANENT as exc:
             raise BrokerError(what, None, scrub(f"cannot send to {self.connection.url}: {exc}")) from None
         except requests.RequestException as exc:
@@ -209,7 +215,7 @@ class ManagementClient:
         if status < 400:
             self.answered = True
         elif status not in ok:
-            raise BrokerError(what, status, scrub(_reason(response)))
+            raise BrokerError(what, status, scrub(self._hinted(response, url[len(self.connection.url) :])))
         if status < 300 and response.content and "json" in response.headers.get("content-type", ""):
             try:
                 parsed = response.json()
@@ -260,10 +266,45 @@ class ManagementClient:
             tries += f", {waited:.0f} s of waiting for the broker to come back (--restart-wait)"
         if not fault.sent and not self.answered:
             return BrokerError(what, None, scrub(f"cannot reach {self.connection.url}: {fault.reason} ({tries})"))
-        return BrokerError(what, fault.status, scrub(f"{fault.reason} ({tries})"))
+        reason = fault.reason
+        if fault.status == 404 and not self.answered:
+            # Never answered anything but 404: more often a wrong URL than a broker still starting.
+            reason += (
+                f"; if it is not starting, {self.connection.url} does not look like the management API's base URL: "
+                "give http(s)://host:port (with a path prefix only if the management plugin is configured with one)"
+            )
+        return BrokerError(what, fault.status, scrub(f"{reason} ({tries})"))
+
+    def _hinted(self, response: requests.Response, path: str) -> str:
+        """The broker's reason, with what usually fixes it where that is known."""
+        reason = _reason(response)
+        connection = self.connection
+        if response.status_code == 401 and reason in LOGIN_FAILED:
+            # Which user and where both came from; never the password itself.
+            said = "" if reason == "Login failed" else f"the broker says {reason}; "
+            user_source = connection.user_source or "the settings"
+            return (
+                f"Login failed for user {connection.user!r} ({said}user from {user_source}, "
+                f"password from {connection.password_source or 'the settings'}): check that password"
+            )
+        if response.status_code == 404 and path.startswith(("/api/overview", "/api/whoami")):
+            return (
+                f"{reason}: {connection.url} does not look like the management API's base URL; give "
+                "http(s)://host:port (with the path prefix only if the management plugin is configured with one)"
+            )
+        return reason
 
     def get(self, path: str, *, what: str, params: dict[str, str] | None = None) -> Any:
-        return self.request("GET", path, what=what, params=params).json()
+        response = self.request("GET", path, what=what, params=params)
+        try:
+            return response.json()
+        except ValueError:
+            raise BrokerError(
+                what,
+                response.status_code,
+                f"the answer is not JSON ({response.headers.get('content-type', 'no content type')}): is "
+                f"{self.connection.url} the management API's base URL?",
+            ) from None
 
     def get_or_none(self, path: str, *, what: str, params: dict[str, str] | None = None) -> Any:
         response = self.request("GET", path, what=what, params=params, ok=(404,))

@@ -1,8 +1,10 @@
 """What each RabbitMQ version removed, denies by default or deprecates, and what it accepts at all.
 
-The one table of version differences in topology: policy and operator-policy keys, queue arguments
-and their values, and queue shapes. `rules_for(version)` answers for one broker version; `topo lint`
-(the upgrade check), validation and plan-time refusal all consult it.
+The one place that answers "what does version X accept": policy and operator-policy keys and their
+values (the tables below), queue arguments and their values (the versioned rules in topo.arguments,
+read through `queue_arguments_at` and `VersionRules.allowed_values`), what each version removed, denies
+or deprecates (CHANGES), and queue shapes. `rules_for(version)` answers for one broker version;
+`topo lint` (the upgrade check), validation and plan-time refusal (through Capabilities) consult it.
 
 Every fact below was read in rabbitmq-server's source at the release tags named (deps/rabbit/src
 unless a path says otherwise) — not taken from memory:
@@ -25,9 +27,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from topo.arguments import ArgumentRule, check_argument
+from topo import arguments
+from topo.arguments import QUEUE_ARGUMENTS, QUEUE_TYPES, ArgumentRule, check_argument
 
-Version = tuple[int, int, int]
+Version = arguments.Version  # (major, minor, patch)
 
 # "4.3" (no patch) stands for every 4.3.x: it is judged as the newest patch release of the line.
 ANY_PATCH = 9999
@@ -45,6 +48,14 @@ def parse_version(text: str) -> Version:
         raise ValueError(f"{text!r} is not a RabbitMQ version (expected MAJOR.MINOR or MAJOR.MINOR.PATCH, e.g. 4.0)")
     major, minor, patch = match.groups()
     return int(major), int(minor), ANY_PATCH if patch is None else int(patch)
+
+
+def release_of(text: str) -> Version | None:
+    """What a broker reports ("3.10.8", "4.1.0-rc.1") as a version; None when it reports none or no version."""
+    try:
+        return parse_version(text)
+    except ValueError:
+        return None
 
 
 def version_text(version: Version) -> str:
@@ -120,7 +131,7 @@ CHANGES: tuple[Change, ...] = (
         HA_KEYS,
         (
             Stage((3, 13, 0), Severity.DEPRECATED),
-            Stage((4, 0, 0), Severity.REMOVED, 'HTTP 400 "not recognised policy settings"'),
+            Stage((4, 0, 0), Severity.REMOVED, '400 "not recognised policy settings"'),
         ),
         "classic queue mirroring was removed in RabbitMQ 4.0",
         "use quorum queues (type: quorum) or streams for replicated data, and drop the ha-* keys",
@@ -221,19 +232,18 @@ CHANGES: tuple[Change, ...] = (
     ),
 )
 
-# From 4.0 a quorum queue without x-delivery-limit or a delivery-limit policy gets 20: a message
-# redelivered more often is dropped, or dead-lettered where the queue has a dead-letter target.
-# rabbit_quorum_queue.erl: -define(DEFAULT_DELIVERY_LIMIT, 20) and gather_policy_config/2, v4.0.0+.
-QUORUM_DEFAULT_DELIVERY_LIMIT: tuple[tuple[Version, int], ...] = (((4, 0, 0), 20),)
-
-
 def default_delivery_limit(version: Version) -> int | None:
-    """The delivery limit a quorum queue gets when nothing sets one (None: unlimited)."""
-    limit = None
-    for since, value in QUORUM_DEFAULT_DELIVERY_LIMIT:
-        if since <= version:
-            limit = value
-    return limit
+    """The delivery limit a quorum queue gets when nothing sets one (None: unlimited): 20 from 4.0, a
+    message redelivered more often is dropped, or dead-lettered where the queue has a dead-letter target
+    (the x-delivery-limit rule in topo.arguments)."""
+    limit = QUEUE_ARGUMENTS["x-delivery-limit"].default_at(version)
+    return limit if isinstance(limit, int) else None
+
+
+# A topic permission on an exchange that does not exist: 3.10.8 and 4.0.5 store it (201), 4.3.6 refuses it
+# (400 no_such_exchange; both probed on real nodes). 4.1 and 4.2 were not tried: refused from 4.1, because
+# a plan that refuses early costs a declaration, and an apply refused halfway a half-changed broker.
+TOPIC_PERMISSION_NEEDS_EXCHANGE: Version = (4, 1, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,45 +350,14 @@ PLUGIN_POLICY_KEYS: dict[str, str] = {
     "shards-per-node": "rabbitmq_sharding",
 }
 
-QUEUE_ARGUMENT_STEPS: dict[str, tuple[_Step, ...]] = {
-    "classic": (
-        _step(
-            (3, 10, 0),
-            "x-dead-letter-exchange x-dead-letter-routing-key x-expires x-max-length x-max-length-bytes "
-            "x-max-priority x-message-ttl x-overflow x-queue-master-locator x-queue-mode x-queue-type "
-            "x-queue-version x-single-active-consumer",
-        ),
-        _step((4, 0, 0), "x-queue-leader-locator"),  # once the rabbitmq_4.0.0 feature flag is enabled
-    ),
-    "quorum": (
-        _step(
-            (3, 10, 0),
-            "x-dead-letter-exchange x-dead-letter-routing-key x-dead-letter-strategy x-delivery-limit x-expires "
-            "x-max-in-memory-bytes x-max-in-memory-length x-max-length x-max-length-bytes x-message-ttl "
-            "x-overflow x-queue-leader-locator x-queue-type x-quorum-initial-group-size x-single-active-consumer",
-        ),
-        _step(
-            (4, 3, 0),
-            "x-consumer-disconnected-timeout x-delayed-retry-type x-delayed-retry-min x-delayed-retry-max",
-        ),
-        _step((4, 3, 2), "x-consumer-timeout"),
-    ),
-    "stream": (
-        _step(
-            (3, 10, 0),
-            "x-initial-cluster-size x-max-age x-max-length-bytes x-queue-leader-locator x-queue-type "
-            "x-stream-max-segment-size-bytes",
-        ),
-        _step((4, 2, 0), "x-stream-filter-size-bytes"),
-    ),
-}
-
-# Values a version accepts for an argument whose allowed values changed (rabbit_amqqueue:declare_args/0):
-# (since, allowed values; None when the version no longer checks the value).
-ARGUMENT_VALUE_STEPS: dict[str, tuple[tuple[Version, tuple[Any, ...] | None], ...]] = {
-    "x-queue-version": (((3, 10, 0), (1, 2)), ((4, 3, 0), (2,))),
-    "x-queue-mode": (((3, 10, 0), ("default", "lazy")), ((4, 3, 0), None)),
-}
+def queue_arguments_at(version: Version) -> dict[str, frozenset[str]]:
+    """Per queue type, the arguments a broker of `version` lists for it (each queue type's capabilities()
+    queue_arguments), from the versioned rules in topo.arguments; x-queue-type is every type's."""
+    table: dict[str, set[str]] = {queue_type: {"x-queue-type"} for queue_type in QUEUE_TYPES}
+    for name, rule in QUEUE_ARGUMENTS.items():
+        for queue_type in rule.types_at(version):
+            table[queue_type].add(name)
+    return {queue_type: frozenset(names) for queue_type, names in table.items()}
 
 
 def _value(kind: str, **limits: Any) -> ArgumentRule:
@@ -386,10 +365,21 @@ def _value(kind: str, **limits: Any) -> ArgumentRule:
 
 
 _NON_NEGATIVE = _value("int", minimum=0)
-# The values rabbit_policies:validate_policy0/2 accepts for each key it validates (v3.10.8 .. v4.3.5):
-# (since, rule), the last step at or before a version applies. Keys validated elsewhere (ha-*,
-# queue-master-locator, target-group-size, federation, sharding) are not checked here.
+# The values each version accepts for a policy key (rabbit_policies:validate_policy0/2, v3.10.8 .. v4.3.5,
+# and for ha-*, queue-master-locator and federation the validators of rabbit_mirror_queue_misc,
+# rabbit_queue_location_validator and the federation plugin, each tried against a 3.10.8 node:
+# tests/test_refused.py): (since, rule), the last step at or before a version applies. A key the version
+# does not know at all is caught by POLICY_KEY_STEPS first. ha-params depends on ha-mode (topo.policies).
 POLICY_VALUE_STEPS: dict[str, tuple[tuple[Version, ArgumentRule], ...]] = {
+    "ha-mode": (((3, 10, 0), _value("str", choices=("all", "exactly", "nodes"))),),
+    "ha-sync-mode": (((3, 10, 0), _value("str", choices=("manual", "automatic"))),),
+    "ha-sync-batch-size": (((3, 10, 0), _value("int", minimum=1)),),
+    "ha-promote-on-shutdown": (((3, 10, 0), _value("str", choices=("when-synced", "always"))),),
+    "ha-promote-on-failure": (((3, 10, 0), _value("str", choices=("when-synced", "always"))),),
+    "queue-master-locator": (((3, 10, 0), _value("str", choices=("min-masters", "client-local", "random"))),),
+    "federation-upstream": (((3, 10, 0), _value("str")),),
+    "federation-upstream-set": (((3, 10, 0), _value("str")),),
+    "federation-upstream-pattern": (((3, 10, 0), _value("str")),),
     "alternate-exchange": (((3, 10, 0), _value("str")),),
     "dead-letter-exchange": (((3, 10, 0), _value("str")),),
     "dead-letter-routing-key": (((3, 10, 0), _value("str")),),
@@ -417,7 +407,8 @@ POLICY_VALUE_STEPS: dict[str, tuple[tuple[Version, ArgumentRule], ...]] = {
 }
 
 
-def _policy_value_rule(key: str, version: Version) -> ArgumentRule | None:
+def policy_value_rule(key: str, version: Version) -> ArgumentRule | None:
+    """The rule `version` checks a policy key's value with; None when it checks none."""
     found = None
     for since, value_rule in POLICY_VALUE_STEPS.get(key, ()):
         if since <= version:
@@ -432,14 +423,6 @@ def _apply_steps(steps: Iterable[_Step], version: Version) -> frozenset[str]:
             keys |= added
             keys -= removed
     return frozenset(keys)
-
-
-def _values_at(name: str, version: Version) -> tuple[Any, ...] | None:
-    allowed: tuple[Any, ...] | None = None
-    for since, values in ARGUMENT_VALUE_STEPS.get(name, ()):
-        if since <= version:
-            allowed = values
-    return allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,6 +475,11 @@ class VersionRules:
     operator_policy_keys: frozenset[str]
     queue_arguments: Mapping[str, frozenset[str]]
     changes: tuple[Change, ...] = field(default=CHANGES, repr=False)
+
+    @property
+    def topic_permission_needs_exchange(self) -> bool:
+        """True when this version refuses a topic permission on an exchange that does not exist."""
+        return self.version >= TOPIC_PERMISSION_NEEDS_EXCHANGE
 
     def _problem(self, change: Change, key: str | None, value: Any) -> Problem | None:
         stage = change.stage_at(self.version)
@@ -556,14 +544,15 @@ class VersionRules:
         """(key, reason) for each value this version's policy validation refuses ("is not a valid ...")."""
         problems = []
         for key, value in definition.items():
-            value_rule = _policy_value_rule(key, self.version)
+            value_rule = policy_value_rule(key, self.version)
             if value_rule is not None and (reason := check_argument(key, value, value_rule)):
                 problems.append((key, reason))
         return problems
 
     def allowed_values(self, argument: str) -> tuple[Any, ...] | None:
         """The values this version accepts for an argument whose allowed values changed between versions."""
-        return _values_at(argument, self.version)
+        rule = QUEUE_ARGUMENTS.get(argument)
+        return None if rule is None else rule.values_at(self.version)
 
 
 def rules_for(version: Version | str) -> VersionRules:
@@ -573,7 +562,7 @@ def rules_for(version: Version | str) -> VersionRules:
         version=version,
         policy_keys=_apply_steps(POLICY_KEY_STEPS, version),
         operator_policy_keys=_apply_steps(OPERATOR_POLICY_KEY_STEPS, version),
-        queue_arguments={name: _apply_steps(steps, version) for name, steps in QUEUE_ARGUMENT_STEPS.items()},
+        queue_arguments=queue_arguments_at(version),
     )
 
 

@@ -32,6 +32,9 @@ class Connection:
     vhost_hint: str | None = None  # the vhost named in an AMQP URL
     restart_wait: float = DEFAULT_RESTART_WAIT  # seconds to wait for a broker that is restarting
     restart_wait_set: bool = False  # set explicitly: waited for even before the broker first answered
+    # Where the user and password came from, for the hint after a failed login (never the password).
+    user_source: str = field(default="", compare=False)
+    password_source: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +54,9 @@ def parse_url(url: str) -> ParsedUrl:
     except ValueError:
         raise ConfigError("invalid URL: use http(s)://host:port or amqp(s)://user:password@host/vhost") from None
     scheme = parts.scheme.lower()
-    if scheme not in ("http", "https", "amqp", "amqps") or "://" not in url:
+    if "://" not in url:
+        raise ConfigError("URL without scheme: start it with http:// or https:// (e.g. http://localhost:15672)")
+    if scheme not in ("http", "https", "amqp", "amqps"):
         # Not echoed: a malformed URL may hold a password the parser did not recognise as one.
         raise ConfigError(
             "unsupported URL: use http(s)://host:port for the management API or amqp(s)://user:password@host/vhost"
@@ -98,7 +103,9 @@ def resolve_connection(
     chosen_url = url or env.get("TOPO_URL") or spec.url or DEFAULT_URL
     parsed = parse_url(chosen_url)
     chosen_user = user or env.get("TOPO_USER") or spec.user or parsed.user or "guest"
+    user_source = _source(user, env.get("TOPO_USER"), spec.user, parsed.user, "TOPO_USER", "--user")
     chosen_password = password or env.get("TOPO_PASSWORD") or spec.password
+    password_source = _source(password, env.get("TOPO_PASSWORD"), spec.password, parsed.password, "TOPO_PASSWORD")
     if chosen_password is None:
         chosen_password = parsed.password if parsed.password is not None else "guest"
     if chosen_password != "guest":  # RabbitMQ's well-known default is no secret; scrubbing it garbles text
@@ -126,7 +133,28 @@ def resolve_connection(
         vhost_hint=parsed.vhost,
         restart_wait=wait,
         restart_wait_set=wait_set,
+        user_source=user_source,
+        password_source=password_source,
     )
+
+
+def _source(
+    option: str | None,
+    variable: str | None,
+    section: str | None,
+    in_url: str | None,
+    name: str,
+    flag: str = "--password",
+) -> str:
+    if option:
+        return f"the {flag} option"
+    if variable:
+        return f"the {name} variable"
+    if section is not None:
+        return "the broker: section of the files"
+    if in_url is not None:
+        return "the URL"
+    return "the default (guest)"
 
 
 def _restart_wait(option: float | None, env: Mapping[str, str]) -> tuple[float, bool]:

@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from topo import holding
-from topo.apply import Progress, apply_plan
+from topo import holding, preflight
+from topo.apply import Progress, apply_plan, execute
 from topo.client import ManagementClient
 from topo.diff import Action, Change, diff
 from topo.errors import ApplyFailed, BrokerError, NotConverged, Problem, TopoError, ValidationFailed
 from topo.explain import policies_after
 from topo.kinds import definition
 from topo.normalize import tags_of
-from topo.plan import Held, Plan
+from topo.plan import Held, Plan, Step, where
 from topo.read import broker_wide_kinds, consumer_counts, internal_queues, message_counts, read_actual
 from topo.render import display_name
 from topo.state import Actual, Desired, Key, Kind, Location
@@ -45,10 +45,13 @@ def scope(desired: Desired) -> list[str]:
     return [*desired.vhosts, *desired.absent_vhosts]
 
 
-def check_against_broker(desired: Desired, actual: Actual) -> None:
-    """What this broker would refuse in the files, before anything is planned: each kind decides (an
-    exchange type needs its plugin, a policy's apply-to a version)."""
-    problems = []
+def check_against_broker(
+    desired: Desired, actual: Actual, changes: list[Change] | None = None, warnings: list[str] | None = None
+) -> None:
+    """What this broker would refuse in the files, before anything is changed: each kind decides (an
+    exchange type needs its plugin, a policy's apply-to a version), and preflight.py checks what needs
+    the planned changes too (users, external objects, limits); `warnings` gets what is only suspicious."""
+    problems = preflight.against_broker(desired, actual, changes or [], warnings)
     for key, obj in desired.objects.items():
         where = desired.locations.get(key)
         for path, reason in definition(key.kind).broker_problems(obj, actual.capabilities):
@@ -153,18 +156,20 @@ def adapt_to_broker(desired: Desired, actual: Actual) -> tuple[Desired, list[str
 def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None = None) -> Plan:
     """The plan; `actual` may be a read of exactly this scope made in advance (see cli)."""
     if actual is None:
+        preflight.refuse_before_reading(client, desired, _users_or_access(desired))
         actual = read_desired_scope(client, desired)
-    check_against_broker(desired, actual)
     adapted, adapt_warnings = adapt_to_broker(desired, actual)
     result = diff(adapted, actual)
+    warnings = [*desired.warnings, *actual.notes, *adapt_warnings]
+    check_against_broker(desired, actual, result.changes, warnings)
     check_protected(desired, result.changes, actual, _protected_queues(client, result.changes, actual))
     check_privileges(result.changes, actual)
     sees_all = bool(actual.my_tags & {"administrator", "monitoring"})
-    warnings = [*desired.warnings, *actual.notes, *adapt_warnings]
     held = _count_messages(client, result.changes, warnings, sees_all)
     policies = policies_after(desired, actual, result.changes)
+    changes = preflight.explain(result.changes, desired, actual)
     return Plan(
-        tuple(result.changes),
+        tuple(changes),
         tuple(result.unmanaged),
         tuple(warnings),
         me=actual.me,
@@ -221,6 +226,9 @@ def _count_messages(
     return held
 
 
+NOT_VERIFIED = "not verified"
+
+
 def apply_and_verify(
     client: ManagementClient,
     desired: Desired,
@@ -229,12 +237,37 @@ def apply_and_verify(
     allow_data_loss: bool,
     allow_disruption: bool = False,
     progress: Progress | None = None,
+    notes: list[str] | None = None,
 ) -> int:
     plan.raise_if_unsafe(allow_data_loss, plan.me, allow_disruption)
+    # The connected user's own password changes last: every request after it would be refused.
+    own = preflight.own_password_change(plan.changes, plan.me)
+    rest = replace(plan, changes=tuple(c for c in plan.changes if c is not own)) if own else plan
     made: list[tuple[str, str]] = []  # the holds this apply recorded before its replaces (vhost, name)
     count = apply_plan(
-        client, plan, allow_data_loss=allow_data_loss, allow_disruption=allow_disruption, progress=progress, made=made
+        client, rest, allow_data_loss=allow_data_loss, allow_disruption=allow_disruption, progress=progress, made=made
     )
+    if own is not None:
+        step = Step(own, Action.UPDATE)
+        try:
+            execute(client, step, allow_data_loss)
+        except BrokerError as exc:
+            raise ApplyFailed(f"apply stopped: {exc}\n  done: {count} of {count + 1} steps; failed: 1") from None
+        count += 1
+        relogged = preflight.with_new_password(client, own)
+        if relogged is None:
+            if notes is not None:
+                notes.append(
+                    f"{NOT_VERIFIED}: the password of {plan.me!r}, the user topo is connected as, changed to the "
+                    "password_hash in the files: the old password no longer works, and topo cannot log in again"
+                )
+            return count
+        if notes is not None:
+            notes.append(
+                f"the password of {plan.me!r}, the user topo is connected as, changed: the old password no longer "
+                "works (topo verified with the new one); update wherever topo's password is set"
+            )
+        client = relogged
     try:
         verified = verify(client, desired)
         # Only holds this apply made or planned with: another apply's may still be needed by it.
@@ -261,7 +294,7 @@ def verify(client: ManagementClient, desired: Desired) -> Actual:
     remaining = diff(adapt_to_broker(desired, actual)[0], actual).changes
     if remaining:
         lines = "\n".join(
-            f"  {c.action.value} {c.kind.value} {display_name(c.key, c.after or c.before)} in vhost {c.key.vhost!r}"
+            f"  {c.action.value} {c.kind.value} {display_name(c.key, c.after or c.before)}{where(c.key)}"
             for c in remaining[:20]
         )
         raise NotConverged(

@@ -28,7 +28,9 @@ class Problem:
 class ValidationFailed(TopoError):
     """All problems found in the input at once, not just the first."""
 
-    def __init__(self, problems: list[Problem], what: str = "topology"):
+    def __init__(self, problems: list[Problem], what: str = "topology", warnings: list[str] | None = None):
+        # Warnings found on the way are shown too: fixing the problems should not reveal new surprises.
+        self.warnings = list(warnings or [])
         self.problems = sorted(problems, key=lambda p: (p.file, p.line or 0, p.path, p.message))
         count = len(self.problems)
         lines = "\n".join(f"  {p}" for p in self.problems)

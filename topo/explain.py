@@ -10,8 +10,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from topo.compat import release_of
 from topo.policy import Effective, Match, Policy, effective, merge_operator, policies_in
-from topo.route import Binding, Message, RouteError, Topology, dead_letter, parse_version
+from topo.route import Binding, Message, RouteError, Topology, dead_letter
 from topo.state import Key, Kind, Obj
 
 
@@ -255,7 +256,7 @@ def policies_after(desired: Any, actual: Any, changes: list[Any]) -> dict[Key, s
     policies.update({k: o for k, o in desired.objects.items() if k.kind in kinds})
     notes = {}
     for change in created:
-        version = parse_version(actual.version) if actual.version else None
+        version = release_of(actual.version) if actual.version else None
         note = policy_of_new_queue(policies, Obj(change.key, change.after), version)
         if note:
             notes[change.key] = note

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from topo import preflight
 from topo.arguments import QUEUE_TYPES
 from topo.errors import ConfigError, Problem, TopoError, ValidationFailed
 from topo.kinds import registry
@@ -19,6 +20,7 @@ from topo.kinds.base import Declared, KindDef, Scope
 from topo.kinds.vhost import from_spec as vhost_from_spec
 from topo.model import BrokerSpec, Topology, allowed_keys, model_at
 from topo.ownership import ignored_by
+from topo.salvage import in_file, salvage
 from topo.state import Desired, Key, Kind, Location, Obj
 from topo.yamlload import line_of, load_yaml
 
@@ -38,6 +40,8 @@ class SourceFile:
     path: str
     raw: Any
     model: Topology
+    # Objects declared in the file but left out of `model` for schema errors: references to them stand.
+    broken: set[Key] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -183,6 +187,8 @@ def _problems_by_error(error: ValidationError, filename: str, raw: Any) -> list[
             continue
         sensitive = any("password" in str(part) for part in loc)
         value = item.get("input")
+        if sensitive and item["type"] == "string_type":
+            message = f'{message}: quote it ("..."); a ${{VARIABLE}} there is always read as text'
         if (
             (item["type"].endswith("_type") or item["type"] in ("literal_error", "enum"))
             and not sensitive
@@ -215,7 +221,16 @@ def read_source(source: Source, env: Mapping[str, str]) -> tuple[SourceFile | No
     try:
         model = Topology.model_validate(raw)
     except ValidationError as exc:
-        return None, problems + _problems_from_validation(exc, name, raw)
+        problems = problems + _problems_from_validation(exc, name, raw)
+        # Every problem at once: the objects that failed are set aside and the rest is checked on, so
+        # a reference error elsewhere is not hidden behind a schema error (see salvage.py).
+        salvaged = salvage(raw, exc, lambda error: _problems_from_validation(error, name, raw))
+        if salvaged is None:
+            return None, problems
+        model, broken, more = salvaged
+        known = {(p.line, p.path, p.message) for p in problems}
+        problems += [p for p in more if (p.line, p.path, p.message) not in known]
+        return SourceFile(name, raw, model, broken), problems
     return SourceFile(name, raw, model), problems
 
 
@@ -231,6 +246,7 @@ class _Builder:
         # (vhost, or None for the top level) -> ignore patterns with where each was written.
         self.ignore: dict[str | None, list[tuple[str, Location]]] = {}
         self.prune_non_durable: dict[str, Location] = {}
+        self.broken: set[Key] = set()
 
     def _add(self, obj: Obj, where: Location, path: tuple[Any, ...], absent: bool = False) -> None:
         key = obj.key
@@ -249,6 +265,7 @@ class _Builder:
 
     def add_file(self, source: SourceFile) -> None:
         raw, model = source.raw, source.model
+        self.broken |= source.broken
         if "prune" in model.model_fields_set:
             where = Location(source.path, raw, ("prune",))
             if self.top_prune and self.top_prune[0] != model.prune:
@@ -271,13 +288,15 @@ class _Builder:
         where = Location(source.path, source.raw, path)
         for below, message in declared.warnings:
             self.desired.warnings.append(f"{Location(source.path, source.raw, (*path, *below))}: {message}")
+        # Items set aside for schema errors (salvage.py) leave gaps: messages keep the index the file has.
+        shown = in_file(source.raw, path)
         problem = kind.name_problem(declared.obj.key.name)
         if problem is not None:
-            self.problems.append(Problem(where.file, where.line, format_path(path), problem))
+            self.problems.append(Problem(where.file, where.line, format_path(shown), problem))
         if declared.external:
-            self._external(declared.obj.key, where, path)
+            self._external(declared.obj.key, where, shown)
         else:
-            self._add(declared.obj, where, path, declared.absent)
+            self._add(declared.obj, where, shown, declared.absent)
 
     def add_vhost(self, source: SourceFile, vhost: str, spec: Any) -> None:
         def at(*path: Any) -> Location:
@@ -355,6 +374,7 @@ class _Builder:
         if check_references:
             self._check_references()
             self._check_exchange_arguments()
+        self.problems.extend(preflight.offline(self.desired))
         return self.desired
 
     def _scope(self) -> None:
@@ -395,7 +415,7 @@ class _Builder:
                 if not isinstance(target, str) or target == "" or target.startswith("amq."):
                     continue
                 exchange = Key(Kind.EXCHANGE, key.vhost, target)
-                if exchange in desired.objects or exchange in desired.external:
+                if exchange in desired.objects or exchange in desired.external or exchange in self.broken:
                     continue
                 desired.warnings.append(
                     f"{desired.locations[key]}: {key.kind.value} {key.name!r} {verb} exchange {target!r}, which "
@@ -404,8 +424,8 @@ class _Builder:
                 )
 
     def _check_references(self) -> None:
-        """Bindings and topic permissions must name objects that the files declare or mark external (or
-        built-in exchanges): RabbitMQ 4.3 refuses a topic permission for a missing exchange."""
+        """Bindings must name objects that the files declare or mark external (or built-in exchanges), and
+        topic permissions no exchange the files declare absent."""
         desired = self.desired
         for key, obj in [*desired.objects.items(), *((k, None) for k in desired.absent)]:
             if key.kind is Kind.TOPIC_PERMISSION and obj is not None:
@@ -420,7 +440,7 @@ class _Builder:
                 if kind is Kind.EXCHANGE and name.startswith("amq."):
                     continue
                 target = Key(kind, key.vhost, name)
-                if target in desired.objects or target in desired.external:
+                if target in desired.objects or target in desired.external or target in self.broken:
                     continue
                 where = desired.locations[key]
                 if target in desired.absent:
@@ -438,13 +458,9 @@ class _Builder:
         target = Key(Kind.EXCHANGE, key.vhost, name)
         if name == "" or name.startswith("amq.") or target in self.desired.objects or target in self.desired.external:
             return
-        if target in self.desired.absent:
-            reason = f"exchange {name!r} is declared absent"
-        else:
-            reason = (
-                f"exchange {name!r} is not declared in vhost {key.vhost!r} (RabbitMQ 4.3 refuses a topic "
-                "permission for a missing exchange); declare it, or mark it `external: true` if it is managed elsewhere"
-            )
+        if target not in self.desired.absent:
+            return  # it may exist on the broker: plan knows (preflight), and whether the version refuses it
+        reason = f"exchange {name!r} is declared absent"
         where = self.desired.locations[key]
         self.problems.append(Problem(where.file, where.line, format_path(self.paths.get(key, ())), reason))
 
@@ -481,5 +497,5 @@ def load_topology(paths: Sequence[str], env: Mapping[str, str] | None = None, so
     desired = builder.finish(check_references=not incomplete)
     problems.extend(builder.problems)
     if problems:
-        raise ValidationFailed(problems)
+        raise ValidationFailed(problems, warnings=desired.warnings)
     return Loaded(desired, broker, [*map(str, files), *(source.name for source in sources)])

@@ -78,6 +78,11 @@ class Held:
     consumers: int = 0
 
 
+def where(key: Key) -> str:
+    """` in vhost 'v'` for what lives in a vhost; nothing for vhosts themselves and for users."""
+    return "" if key.kind is Kind.VHOST or key.vhost == "" else f" in vhost {key.vhost!r}"
+
+
 def _loss(held: Held) -> str:
     count = f"{held.messages} message(s)"
     return count + " counted, more uncountable" if held.unknown else count
@@ -185,7 +190,7 @@ class Plan:
         losses = self.data_loss()
         if losses and not allow_data_loss:
             lines = "\n".join(
-                f"  {c.action.value} {c.kind.value} {c.key.name!r} in vhost {c.key.vhost!r}: {_loss(self.held[c.key])}"
+                f"  {c.action.value} {c.kind.value} {c.key.name!r}{where(c.key)}: {_loss(self.held[c.key])}"
                 for c in losses
             )
             refusals.append(

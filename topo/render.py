@@ -26,6 +26,7 @@ def display_name(key: Key, attrs: dict[str, Any] | None) -> str:
 
 
 SENSITIVE = "(sensitive value)"
+NO_PASSWORD = "(none: no password login)"
 
 
 def public(attrs: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -42,7 +43,7 @@ def _count(number: int, noun: str) -> str:
 
 def _value(value: Any) -> str:
     if isinstance(value, Password):
-        return SENSITIVE
+        return NO_PASSWORD if value.plaintext is None and value.password_hash == "" else SENSITIVE
     return json.dumps(mask_uris(value), sort_keys=True, ensure_ascii=False)
 
 
@@ -102,16 +103,23 @@ def _change_lines(plan: Plan, change: Change, paint: _Painter) -> list[str]:
     return lines
 
 
-def render_text(plan: Plan, colour: bool = False) -> str:
+def render_text(plan: Plan, colour: bool = False, allow_data_loss: bool = False) -> str:
     paint = _Painter(colour)
     out: list[str] = []
     if plan.empty:
-        out.append("No changes. The broker matches the topology.")
+        unmanaged = f" ({_count(len(plan.unmanaged), 'unmanaged object')} left alone, below)" if plan.unmanaged else ""
+        out.append(f"No changes. The broker matches the topology{unmanaged}.")
     else:
         out.append("topo will perform the following actions:")
         for vhost, group in groupby(plan.changes, key=lambda c: c.key.vhost):
             out.append("")
-            out.append(paint(f"vhost {json.dumps(vhost, ensure_ascii=False)}:", "1"))
+            group = list(group)
+            # Users, their limits and global parameters belong to no vhost.
+            heading = f"vhost {json.dumps(vhost, ensure_ascii=False)}:"
+            if vhost == "":
+                users = all(c.kind in (Kind.USER, Kind.USER_LIMIT) for c in group)
+                heading = "users:" if users else "users and broker-wide settings:"
+            out.append(paint(heading, "1"))
             for change in group:
                 out.extend(_change_lines(plan, change, paint))
     out.extend(_unmanaged_lines(plan.unmanaged))
@@ -130,12 +138,9 @@ def render_text(plan: Plan, colour: bool = False) -> str:
         losses = plan.data_loss()
         if losses:
             total = sum(plan.messages(c) or 0 for c in losses)
+            flag = "allowed by --allow-data-loss" if allow_data_loss else "apply needs --allow-data-loss"
             out.append(
-                paint(
-                    f"Data loss: {_count(total, 'message')} in {_count(len(losses), 'object')} "
-                    "(apply needs --allow-data-loss).",
-                    "1;31",
-                )
+                paint(f"Data loss: {_count(total, 'message')} in {_count(len(losses), 'object')} ({flag}).", "1;31")
             )
         cut_off = plan.disruptions()
         if cut_off:

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from topo.compat import release_of
 from topo.policy import Policy, effective, policies_in
 from topo.state import Key, Kind, Obj
 
@@ -93,7 +94,7 @@ class Topology:
     def of(
         cls, objects: Mapping[Key, Obj], vhost: str, external: Iterable[Key] = (), version: str | None = None
     ) -> Topology:
-        topology = cls(vhost, version=parse_version(version) if version else None)
+        topology = cls(vhost, version=release_of(version) if version else None)
         for name, kind in BUILTIN_EXCHANGES.items():
             topology.exchanges[name] = Exchange(name, kind, internal=name == "amq.rabbitmq.trace")
         for key in external:
@@ -162,14 +163,6 @@ class Topology:
             (str(exchange[0]), exchange[1]) if exchange else None,
             (str(routing_key[0]), routing_key[1]) if routing_key else None,
         )
-
-
-def parse_version(text: str) -> tuple[int, ...]:
-    parts = []
-    for part in text.split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ class LocList(list[Any]):
 
     line: int
     lines: list[int]
+    origin: list[int]  # set when items were set aside (see salvage.py): each item's index in the file
 
 
 def interpolate(text: str, env: Mapping[str, str], missing: list[str]) -> str:
@@ -264,7 +265,12 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
                     Problem(self.filename, line, str(key), f"duplicate key (first defined at line {first})")
                 )
                 continue
-            result[key] = build(value_node)
+            if key in TEXT_KEYS and type(value_node) is yaml.ScalarNode and value_node.tag == _STR:
+                # A password is text even when its variable's value looks like a number (12345678,
+                # true, 0x1F): resolving it would fail validation, or change the password (0x1F -> 31).
+                result[key] = self.construct_interpolated_str(value_node, resolve=False)
+            else:
+                result[key] = build(value_node)
             lines[key] = line
             overridable.discard(key)  # the node's own key: a second one is a duplicate again
         return result
@@ -280,7 +286,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
         result.lines = [child.start_mark.line + 1 for child in node.value]
         return result
 
-    def construct_interpolated_str(self, node: yaml.ScalarNode) -> Any:
+    def construct_interpolated_str(self, node: yaml.ScalarNode, resolve: bool = True) -> Any:
         raw = self.construct_scalar(node)
         if "$" not in raw:
             return raw
@@ -295,7 +301,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
                     f"environment variable {name} is not set and has no default (use ${{{name}:-default}})",
                 )
             )
-        if not node.style and value != raw:
+        if resolve and not node.style and value != raw:
             # An unquoted `${MAX:-100}` means the number 100, as if it had been written there;
             # quote it ("${MAX}") to keep a string.
             try:
@@ -313,6 +319,8 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return list(node.value) if isinstance(node, yaml.SequenceNode) else []
 
 
+# Keys whose values are always text, however an interpolated value looks.
+TEXT_KEYS = frozenset({"password", "password_hash", "user"})
 _MERGE = "tag:yaml.org,2002:merge"
 _STR = "tag:yaml.org,2002:str"
 _MAP = "tag:yaml.org,2002:map"
@@ -339,12 +347,27 @@ def load_yaml(text: str, filename: str, env: Mapping[str, str] | None = None) ->
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         message = " ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
-        return None, [Problem(filename, line, "", f"YAML syntax error: {message}")]
+        hint = _syntax_hint(text, mark.line if mark else None, message)
+        return None, [Problem(filename, line, "", f"YAML syntax error: {message}{hint}")]
     except yaml.YAMLError as exc:
         return None, [Problem(filename, None, "", f"YAML error: {exc}")]
     finally:
         loader.dispose()
     return data, loader.problems
+
+
+def _syntax_hint(text: str, index: int | None, message: str) -> str:
+    """What usually causes a syntax error, from the line it was found on (and the one before)."""
+    lines = text.splitlines()
+    near = [lines[i] for i in (index, (index or 0) - 1) if i is not None and 0 <= i < len(lines)]
+    if "\t" in message or any(line[: len(line) - len(line.lstrip())].count("\t") for line in near):
+        return " (a tab: YAML indents with spaces only; replace the tabs with spaces)"
+    if any("${" in line and re.search(r"[{\[][^}\]]*\$\{", line) for line in near):
+        return (
+            " (an unquoted ${VARIABLE} inside a flow mapping {...} or list [...]: its braces end the mapping;"
+            ' quote it: "${VARIABLE}")'
+        )
+    return ""
 
 
 def line_of(root: Any, path: tuple[Any, ...]) -> int | None:

@@ -29,17 +29,6 @@ if TYPE_CHECKING:
 Broker = Capabilities
 
 
-def version_of(text: str) -> tuple[int, ...]:
-    """ "3.13.7" -> (3, 13, 7); "" -> () (unknown: every version check passes)."""
-    if not text:
-        return ()
-    parts = []
-    for part in text.split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
-
-
 class Scope(StrEnum):
     VHOST = "vhost"  # declared inside a vhost; deleted with it
     GLOBAL = "global"  # broker-wide (Key.vhost is ""): users, their limits, global parameters

@@ -84,8 +84,9 @@ class PolicyDef(KindDef):
                 "use all, queues or exchanges"
             )
             problems.append((f"{self.section}[{obj.key.name!r}].apply-to", reason))
-        # Keys the broker removed or denies (topo.compat: ha-* on 4.x, ...), with the replacement.
-        for name, reason in broker.refusals(self.kind.value, obj.attrs.get("definition") or {}):
+        # Keys the broker removed, denies or does not know, and values it refuses (topo.policies).
+        operator = self.kind.value == "operator_policy"
+        for name, reason in broker.policy_problems(operator, obj.attrs.get("definition") or {}):
             problems.append((f"{self.section}[{obj.key.name!r}].definition.{name}", reason))
         return problems
 

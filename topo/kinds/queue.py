@@ -98,10 +98,12 @@ class QueueDef(KindDef):
         _QUEUE.validate_python(fields)
 
     def broker_problems(self, obj: Obj, broker: Broker) -> list[tuple[str, str]]:
-        # Arguments and values the broker removed or denies (topo.compat: x-queue-version: 1 on 4.x, ...).
+        # Arguments and values the broker removed or denies (topo.compat: x-queue-version: 1 on 4.x, ...),
+        # and arguments its version gives other queue types only.
+        arguments = obj.attrs.get("arguments") or {}
         return [
             (f"queues[{obj.key.name!r}].arguments.{name}", reason)
-            for name, reason in broker.refusals("queue_argument", obj.attrs.get("arguments") or {})
+            for name, reason in broker.queue_argument_refusals(obj.attrs["type"], arguments)
         ]
 
     def path(self, key: Key, attrs: dict[str, Any], phase: Phase) -> str:
