@@ -313,3 +313,21 @@ def test_concurrent_exchange_replaces_lose_no_topic_permission(
             assert not [e for e in api.get("exchanges", vhost_name) if e["name"].startswith("topo.hold.")], round_
     finally:
         api.delete("users", user)
+
+
+def test_which_brokers_delete_topic_permissions_with_their_exchange(api: Api, vhost_name: str) -> None:
+    """Why holds record topic permissions: measured, 4.x deletes them with the exchange, 3.10 keeps them."""
+    user = f"{vhost_name}-probe"
+    api.put({}, "vhosts", vhost_name)
+    api.put({"password": "probe-pw", "tags": ""}, "users", user)
+    try:
+        api.put({"type": "topic", "durable": True}, "exchanges", vhost_name, "probe")
+        api.put({"exchange": "probe", "write": "^a", "read": "^b"}, "topic-permissions", vhost_name, user)
+        api.delete("exchanges", vhost_name, "probe")
+        kept = [t for t in api.get("topic-permissions") if t["vhost"] == vhost_name and t["user"] == user]
+        if api.get("overview")["rabbitmq_version"].startswith("3."):
+            assert [t["exchange"] for t in kept] == ["probe"]
+        else:
+            assert kept == []
+    finally:
+        api.delete("users", user)
