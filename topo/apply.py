@@ -13,6 +13,7 @@ from topo.kinds import definition
 from topo.kinds.base import Phase
 from topo.plan import Plan, Step, stages, where
 from topo.render import display_name
+from topo.state import Kind, Obj
 
 Progress = Callable[[int, int, Step], None]
 # Concurrent requests within a stage: enough to keep a broker busy, few enough not to swamp it.
@@ -34,13 +35,15 @@ def execute(
     allow_data_loss: bool,
     allow_disruption: bool = False,
     made: list[tuple[str, str]] | None = None,
+    topic: list[Obj] | None = None,
 ) -> None:
     """The step's request(s), as its kind writes them (topo/kinds/<kind>.py). Before a replace deletes a
-    queue or exchange, the bindings it drops are recorded on the broker (holding.py); `made` collects them."""
+    queue or exchange, the bindings it drops are recorded on the broker (holding.py); `made` collects them,
+    `topic` the topic permissions on a replaced exchange (written again at the end: holding.put_back)."""
     phase = Phase.DELETE if step.phase is Action.DELETE else Phase.WRITE
     change = step.change
     if phase is Phase.DELETE and holding.needs_hold(change):
-        names = holding.hold(client, change.kind, change.key.vhost, change.key.name)
+        names = holding.hold(client, change.kind, change.key.vhost, change.key.name, topic)
         if made is not None:
             made.extend((change.key.vhost, name) for name in names)
     definition(step.change.kind).write(client, step.change, phase, describe(step), allow_data_loss, allow_disruption)
@@ -67,6 +70,7 @@ def apply_plan(
     total = sum(len(stage) for stage in all_stages)
     done = 0
     imported: set[int] = set()  # ids of steps the bulk import already did
+    topic: list[Obj] = []  # the topic permissions on the exchanges this apply replaces (holding.hold)
     attempted: set[int] = set()  # ids of steps already offered to it (a failed import is not retried)
     with ThreadPoolExecutor(max_workers=max(parallelism, 1)) as pool:
         for number, stage in enumerate(all_stages):
@@ -87,7 +91,7 @@ def apply_plan(
                         progress(done, total, step)
             stage = [step for step in stage if id(step) not in imported]
             futures = [
-                pool.submit(_run_serially, client, group, allow_data_loss, allow_disruption, made)
+                pool.submit(_run_serially, client, group, allow_data_loss, allow_disruption, made, topic)
                 for group in _serial_groups(stage)
             ]
             for future in as_completed(futures):
@@ -103,6 +107,8 @@ def apply_plan(
                     step for stage_after in all_stages[number + 1 :] for step in stage_after if id(step) not in imported
                 ]
                 raise ApplyFailed(_failure_report(failures, done, total, later), failures, later) from None
+    # Every replaced exchange is back: its topic permissions too (a kill before this: the holds have them).
+    holding.put_back(client, topic, {change.key for change in plan.changes})
     return total
 
 
@@ -125,11 +131,12 @@ def _run_serially(
     allow_data_loss: bool,
     allow_disruption: bool = False,
     made: list[tuple[str, str]] | None = None,
+    topic: list[Obj] | None = None,
 ) -> list[tuple[Step, BrokerError | None]]:
     results: list[tuple[Step, BrokerError | None]] = []
     for step in group:
         try:
-            execute(client, step, allow_data_loss, allow_disruption, made)
+            execute(client, step, allow_data_loss, allow_disruption, made, topic)
         except BrokerError as error:
             results.append((step, error))
         except Exception as exc:  # a bug: still reported with what was and was not done

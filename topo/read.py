@@ -16,6 +16,7 @@ from typing import Any
 
 import requests
 
+from topo import holding
 from topo.capabilities import Capabilities, read_capabilities
 from topo.client import ManagementClient, api_path
 from topo.errors import BrokerError, TopoError
@@ -116,6 +117,8 @@ def read_broker(
             actual.objects[obj.key] = obj
     if listed is not None:
         _add_access(actual, *listed, keep=keep)
+    else:
+        holding.read_recorded(client, actual)  # what holds compare against (topic permissions they record)
     return Reading(actual, tuple(refused), access=listed is not None)
 
 
