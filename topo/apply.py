@@ -13,7 +13,7 @@ from topo.kinds import definition
 from topo.kinds.base import Phase
 from topo.plan import Plan, Step, stages, where
 from topo.render import display_name
-from topo.state import Kind, Obj
+from topo.state import Obj
 
 Progress = Callable[[int, int, Step], None]
 # Concurrent requests within a stage: enough to keep a broker busy, few enough not to swamp it.
