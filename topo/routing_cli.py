@@ -10,11 +10,10 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from topo import routetest
 from topo.cli import (
     CaCert,
     ClientCert,
@@ -31,16 +30,31 @@ from topo.cli import (
     _out,
     app,
 )
-from topo.client import ManagementClient
-from topo.connection import resolve_connection
 from topo.errors import TopoError
-from topo.explain import explain, explanation_text
-from topo.graph import FORMATS
-from topo.graph import render as render_graph
-from topo.load import load_topology
-from topo.read import read_actual
-from topo.route import Message, RouteError, Topology, dead_letter, route
-from topo.state import Key, Obj
+from topo.lazy import lazy_import
+
+# Imported on first use (see topo/lazy.py): `topo version` should not pay for the simulator's models.
+lazy_import(globals(), "topo", "routetest")
+lazy_import(globals(), "topo.client", "ManagementClient")
+lazy_import(globals(), "topo.connection", "resolve_connection")
+lazy_import(globals(), "topo.explain", "explain", "explanation_text")
+lazy_import(globals(), "topo.graph", "FORMATS", render_graph="render")
+lazy_import(globals(), "topo.load", "load_topology")
+lazy_import(globals(), "topo.read", "read_actual")
+# RouteError is caught only around calls that have already used topo.route, which swaps it in.
+lazy_import(globals(), "topo.route", "Message", "RouteError", "Topology", "dead_letter", "route")
+lazy_import(globals(), "topo.state", "Key", "Obj")
+if TYPE_CHECKING:  # the real imports, for linters and type checkers
+    from topo import routetest
+    from topo.client import ManagementClient
+    from topo.connection import resolve_connection
+    from topo.explain import explain, explanation_text
+    from topo.graph import FORMATS
+    from topo.graph import render as render_graph
+    from topo.load import load_topology
+    from topo.read import read_actual
+    from topo.route import Message, RouteError, Topology, dead_letter, route
+    from topo.state import Key, Obj
 
 Live = Annotated[bool, typer.Option("--live", help="Read the topology from the broker instead of the files.")]
 Vhost = Annotated[str | None, typer.Option("--vhost", help="The vhost (default: the only one in the files).")]
