@@ -38,7 +38,7 @@ lazy_import(globals(), "topo", "routetest")
 lazy_import(globals(), "topo.client", "ManagementClient")
 lazy_import(globals(), "topo.connection", "resolve_connection")
 lazy_import(globals(), "topo.explain", "explain", "explanation_text")
-lazy_import(globals(), "topo.graph", "FORMATS", render_graph="render")
+lazy_import(globals(), "topo.graph", render_graph="render")
 lazy_import(globals(), "topo.load", "load_topology")
 lazy_import(globals(), "topo.read", "read_actual")
 # RouteError is caught only around calls that have already used topo.route, which swaps it in.
@@ -49,7 +49,6 @@ if TYPE_CHECKING:  # the real imports, for linters and type checkers
     from topo.client import ManagementClient
     from topo.connection import resolve_connection
     from topo.explain import explain, explanation_text
-    from topo.graph import FORMATS
     from topo.graph import render as render_graph
     from topo.load import load_topology
     from topo.read import read_actual
@@ -255,6 +254,8 @@ def graph_command(
     """Draw a vhost: exchanges, queues, bindings with their keys, alternate exchanges and dead-letter routes."""
 
     def run() -> int:
+        from topo.graph import FORMATS  # data, not a callable: a lazy name cannot stand in for it
+
         if fmt not in FORMATS:
             raise TopoError(f"--format {fmt!r}: allowed are {', '.join(FORMATS)}")
         options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
