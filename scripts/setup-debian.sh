@@ -5,6 +5,9 @@
 #   - system packages (only those missing): rabbitmq-server, chromium (the
 #     tests render `topo graph --format html` in it, headless), and python3 with
 #     venv/pip support when no Python >= 3.11 with a working venv is on PATH;
+#   - the RabbitMQ 4.x test broker in a chroot (scripts/setup-rabbitmq4.sh:
+#     built once per machine and cached under /var/cache/topo, then unpacked
+#     into .rabbitmq4/ in seconds);
 #   - .venv in the repo with `pip install -e '.[test]'` (redone only when
 #     pyproject.toml changed since the last successful install).
 #
@@ -100,4 +103,5 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] || [ ! -x .venv/bin/pyte
     .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[test]'
     printf '%s\n' "$want" >"$stamp"
 fi
+"${SUDO[@]}" bash scripts/setup-rabbitmq4.sh
 log "ready: $(.venv/bin/python --version 2>&1), rabbitmq-server $(dpkg-query -W -f='${Version}' rabbitmq-server)"

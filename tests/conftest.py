@@ -3,6 +3,8 @@
 By default one throwaway node (see ``rabbitmq_node.py``) is started for the
 whole session. Set ``TOPO_TEST_URL`` (and ``TOPO_TEST_USER`` /
 ``TOPO_TEST_PASSWORD``, default guest/guest) to use an existing broker instead.
+``TOPO_TEST_RABBITMQ`` (3.10 or 4.3, default 3.10) picks the version of the
+nodes the suite starts itself; scripts/test.sh runs the broker tests on both.
 
 A broker that cannot be started makes every test that needs it fail with the
 node's log; it is never a skip, so a broken setup cannot pass as green.
@@ -13,7 +15,9 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import signal
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ import requests
 
 from broker_api import Api
 from cli_runner import Result, broker_env, run_topo
-from rabbitmq_node import Broker, RabbitNode
+from rabbitmq_node import VERSION_VAR, Broker, RabbitNode, selected_version
 from roundtrip import EmptyBroker
 
 # Tests using any of these get the `broker` marker, so `-m "not broker"`
@@ -42,6 +46,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             used -= set(callspec.params)
         if used & BROKER_FIXTURES:
             item.add_marker(pytest.mark.broker)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A test run stopped with SIGTERM (CI timeouts, `kill`) tears down like Ctrl-C: the nodes it started are
+    # stopped by their fixtures instead of being left running. (Their mounts, for 4.3 nodes, never outlive
+    # the node: see rabbitmq_node.py.)
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
+def pytest_report_header() -> str:
+    where = f"TOPO_TEST_URL={os.environ['TOPO_TEST_URL']}" if os.environ.get("TOPO_TEST_URL") else "own nodes"
+    return f"RabbitMQ under test: {selected_version()} ({VERSION_VAR}; {where})"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    # A failure report names the broker version it ran on: scripts/test.sh runs
+    # the same tests on two versions and the logs must say which one failed.
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and item.get_closest_marker("broker") is not None:
+        report.sections.append(("RabbitMQ version", f"RabbitMQ {selected_version()} ({VERSION_VAR})"))
 
 
 @pytest.fixture(autouse=True)
@@ -87,6 +117,15 @@ def empty_broker() -> Iterator[EmptyBroker]:
         yield broker
     finally:
         node.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_version(broker: Broker) -> tuple[int, int]:
+    """(major, minor) of the broker under test, as it reports itself (also for TOPO_TEST_URL)."""
+    resp = requests.get(f"{broker.url}/api/overview", auth=broker.auth, timeout=30)
+    resp.raise_for_status()
+    major, minor = resp.json()["rabbitmq_version"].split(".")[:2]
+    return int(major), int(minor)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,16 @@ Usage::
 
 Runs as root (the Debian wrapper then runs the node as the `rabbitmq` user) or
 as any user (then the scripts in /usr/lib/rabbitmq/bin are used directly).
+
+Two broker versions: ``RabbitNode(version="4.3")`` (or ``TOPO_TEST_RABBITMQ=4.3`` for
+every node of a test run) runs Debian forky's RabbitMQ 4.3 from the chroot that
+scripts/setup-rabbitmq4.sh prepares; the default "3.10" is the host's Debian 12
+package. A 4.3 node runs as the chroot's `rabbitmq` user in a private mount
+namespace (unshare -m) that mounts /proc, binds /dev and binds the host's /tmp
+(so paths under /tmp, e.g. certificates, are the same inside); those mounts
+exist only inside the namespace and vanish with its last process, so an
+interrupted or crashed test run cannot leave anything mounted on the host.
+Each 4.3 node also has an epmd of its own on its own port, never the host's.
 """
 
 from __future__ import annotations
@@ -55,6 +65,47 @@ _RESERVED_PORTS = frozenset({4369, *range(35672, 35683)})
 _CALL_TAG_VAR = "TOPO_TEST_CTL_CALL"
 
 _SETUP_HINT = "run scripts/setup-debian.sh (as root) to install it"
+
+# The broker versions a node can run, and the one the suite uses by default.
+VERSIONS = ("3.10", "4.3")
+VERSION_VAR = "TOPO_TEST_RABBITMQ"
+_REPO = Path(__file__).resolve().parent.parent
+# Prepared by scripts/setup-rabbitmq4.sh (gitignored); overridable for a chroot elsewhere.
+_CHROOT_VAR = "TOPO_RABBITMQ4_CHROOT"
+_CHROOT_BIN = "/usr/lib/rabbitmq/bin"
+# Mounts what the node needs inside the chroot, in the private mount namespace
+# `unshare -m` gives this shell, then becomes the chrooted command.
+_CHROOT_SHELL = """set -e
+root=$1; user=$2; shift 2
+mount -t proc proc "$root/proc"
+mount --rbind /dev "$root/dev"
+mount --bind /tmp "$root/tmp"
+exec chroot --userspec="$user" "$root" "$@"
+"""
+
+
+def selected_version() -> str:
+    """The broker version this test run uses (``TOPO_TEST_RABBITMQ``, default 3.10)."""
+    version = os.environ.get(VERSION_VAR, "").strip() or VERSIONS[0]
+    if version not in VERSIONS:
+        raise RabbitNodeError(f"{VERSION_VAR}={version!r}: expected one of {', '.join(VERSIONS)}")
+    return version
+
+
+def chroot_dir() -> Path:
+    return Path(os.environ.get(_CHROOT_VAR) or _REPO / ".rabbitmq4" / "root")
+
+
+def _chroot_user(root: Path) -> tuple[int, int]:
+    """uid and gid of the chroot's own `rabbitmq` user (not the host's, which may differ)."""
+    try:
+        for line in (root / "etc" / "passwd").read_text().splitlines():
+            fields = line.split(":")
+            if fields[0] == _RABBITMQ_USER:
+                return int(fields[2]), int(fields[3])
+    except OSError:
+        pass
+    raise RabbitNodeError(f"no {_RABBITMQ_USER} user in {root}; run scripts/setup-rabbitmq4.sh")
 
 _instance_counter = itertools.count(1)
 
@@ -146,11 +197,12 @@ def _pid_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
-def _pids_with_env(entry: bytes) -> list[int]:
+def _pids_with_env(entry: bytes, *, include_epmd: bool = False) -> list[int]:
     """Live processes whose environment contains ``entry`` (``b"KEY=VALUE"``).
 
     The node's VM does not carry its node name on the command line (it comes
     from RABBITMQ_NODENAME), so the environment is what identifies it.
+    ``include_epmd`` for a node with an epmd of its own (4.3 nodes).
     """
     found: list[int] = []
     for proc in Path("/proc").iterdir():
@@ -159,7 +211,7 @@ def _pids_with_env(entry: bytes) -> list[int]:
         try:
             # epmd is started by whichever node comes up first and inherits
             # that node's environment, but it serves every node on the host.
-            if (proc / "comm").read_text().strip() == "epmd":
+            if not include_epmd and (proc / "comm").read_text().strip() == "epmd":
                 continue
             environ = (proc / "environ").read_bytes()
         except OSError:
@@ -201,9 +253,14 @@ class RabbitNode:
         self,
         extra_config: Iterable[str] = (),
         *,
+        version: str | None = None,
         start_timeout: float = 60.0,
         stop_timeout: float = 60.0,
     ) -> None:
+        self.version = version or selected_version()
+        if self.version not in VERSIONS:
+            raise RabbitNodeError(f"RabbitMQ {self.version!r}: expected one of {', '.join(VERSIONS)}")
+        self.chrooted = self.version != "3.10"
         self.extra_config = list(extra_config)
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
@@ -211,7 +268,7 @@ class RabbitNode:
         suffix = "" if n == 1 else f"-{n}"
         # Short name on localhost: needs no DNS and is unique per test process.
         self.nodename = f"topo-test-{os.getpid()}{suffix}@localhost"
-        self.amqp_port, self.dist_port, self.mgmt_port, self.mqtt_port = free_ports(4)
+        self.amqp_port, self.dist_port, self.mgmt_port, self.mqtt_port, self.epmd_port = free_ports(5)
         self.base_dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self.start_seconds: float | None = None
@@ -252,9 +309,7 @@ class RabbitNode:
         """Start the node and wait until it has fully booted (see ``start_timeout``)."""
         if self.base_dir is not None:
             raise RabbitNodeError(f"{self.nodename} was already started; use a new RabbitNode")
-        server = _find_program("rabbitmq-server")
-        if server is None or _find_program("rabbitmqctl") is None:
-            raise RuntimeError(f"rabbitmq-server is not installed; {_SETUP_HINT}")
+        server = self._program("rabbitmq-server")
         self._prepare_dir()
         began = time.monotonic()
         # Run the node in the foreground as our child rather than with
@@ -264,7 +319,7 @@ class RabbitNode:
         # keeps a terminal's Ctrl-C away from the node; stop() shuts it down.
         with (self._dir / "startup.out").open("wb") as out:
             self._proc = subprocess.Popen(
-                [server],
+                self._command(server),
                 env=self._env(),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -325,7 +380,7 @@ class RabbitNode:
         time.sleep(pause)
         with (self._dir / "startup.out").open("ab") as out:
             self._proc = subprocess.Popen(
-                [_find_program("rabbitmq-server") or "rabbitmq-server"],
+                self._command(self._program("rabbitmq-server")),
                 env=self._env(),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -337,9 +392,7 @@ class RabbitNode:
 
     def rabbitmqctl(self, *args: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run ``rabbitmqctl -n NODENAME ARGS`` against this node."""
-        ctl = _find_program("rabbitmqctl")
-        if ctl is None:
-            raise RuntimeError(f"rabbitmqctl is not installed; {_SETUP_HINT}")
+        ctl = self._program("rabbitmqctl")
         # The Debian wrapper runs the CLI under `su`, in a process group of its
         # own, so killing our direct child on timeout would orphan the CLI's
         # Erlang VM. Tag the call's environment to find all of it again.
@@ -347,7 +400,7 @@ class RabbitNode:
         env = {**self._env(), _CALL_TAG_VAR: call_id}
         try:
             result = subprocess.run(
-                [ctl, "-n", self.nodename, *args],
+                self._command(ctl, "-n", self.nodename, *args, env=env),
                 env=env,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
@@ -356,7 +409,7 @@ class RabbitNode:
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            _kill_pids(_pids_with_env(f"{_CALL_TAG_VAR}={call_id}".encode()), graceful=False)
+            _kill_pids(_pids_with_env(f"{_CALL_TAG_VAR}={call_id}".encode(), include_epmd=True), graceful=False)
             raise RabbitNodeError(f"rabbitmqctl {' '.join(args)} timed out after {timeout:.0f}s") from exc
         if check and result.returncode != 0:
             raise RabbitNodeError(
@@ -365,6 +418,35 @@ class RabbitNode:
         return result
 
     # -- internals ---------------------------------------------------------
+
+    def _program(self, name: str) -> str:
+        if not self.chrooted:
+            found = _find_program(name)
+            if found is None:
+                raise RuntimeError(f"{name} is not installed; {_SETUP_HINT}")
+            return found
+        root = chroot_dir()
+        if not (root / _CHROOT_BIN.lstrip("/") / name).is_file():
+            raise RuntimeError(
+                f"RabbitMQ {self.version} is not prepared in {root}; run scripts/setup-rabbitmq4.sh (as root)"
+            )
+        if os.geteuid() != 0:
+            raise RuntimeError(f"a RabbitMQ {self.version} test node runs in a chroot and needs root")
+        return f"{_CHROOT_BIN}/{name}"
+
+    def _command(self, program: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
+        """The command line that runs ``program`` for this node (inside the chroot for 4.3)."""
+        if not self.chrooted:
+            return [program, *args]
+        root = chroot_dir()
+        uid, gid = _chroot_user(root)
+        # Inside, only the node's own environment: nothing of the host's leaks in.
+        inner = [f"{key}={value}" for key, value in (env or self._env()).items()]
+        return [
+            "unshare", "--mount", "--propagation", "private", "--",
+            "/bin/sh", "-c", _CHROOT_SHELL, "topo-rabbitmq4", str(root), f"{uid}:{gid}",
+            "/usr/bin/env", "-i", *inner, program, *args,
+        ]  # fmt: skip
 
     def _prepare_dir(self) -> None:
         # Under /tmp rather than a per-user TMPDIR: when root runs the Debian
@@ -388,26 +470,44 @@ class RabbitNode:
             *self.extra_config,
         ]
         (base / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
-        if os.geteuid() == 0:
+        owner: tuple[int, int] | None = None
+        if self.chrooted:
+            owner = _chroot_user(chroot_dir())
+        elif os.geteuid() == 0:
             # The Debian wrapper drops root to `rabbitmq`; hand it the tree.
-            try:
+            with contextlib.suppress(KeyError):
                 pw = pwd.getpwnam(_RABBITMQ_USER)
-            except KeyError:
-                pw = None
-            if pw is not None:
-                for path in [base, *base.rglob("*")]:
-                    os.chown(path, pw.pw_uid, pw.pw_gid)
+                owner = (pw.pw_uid, pw.pw_gid)
+        if owner is not None:
+            for path in [base, *base.rglob("*")]:
+                os.chown(path, *owner)
         base.chmod(0o755)
 
     def _env(self) -> dict[str, str]:
         base = self._dir
+        if self.chrooted:
+            # A clean environment inside the chroot; HOME holds the Erlang cookie
+            # that the node and its rabbitmqctl calls share.
+            return {
+                "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                "HOME": str(base),
+                "LANG": "C.UTF-8",
+                "LC_ALL": "C.UTF-8",
+                **self._node_env(base),
+                # Its own epmd: never the host's on 4369, nor another node's.
+                "ERL_EPMD_PORT": str(self.epmd_port),
+            }
         env = dict(os.environ)
         # Inherited RABBITMQ_* settings (e.g. from a developer's shell) would
         # point this node at someone else's files; start from a clean slate.
         for key in list(env):
             if key.startswith("RABBITMQ_"):
                 del env[key]
-        env.update(
+        env.update(self._node_env(base))
+        return env
+
+    def _node_env(self, base: Path) -> dict[str, str]:
+        return dict(
             RABBITMQ_NODENAME=self.nodename,
             RABBITMQ_NODE_PORT=str(self.amqp_port),
             RABBITMQ_DIST_PORT=str(self.dist_port),
@@ -421,7 +521,6 @@ class RabbitNode:
             # A crash dump would otherwise land in the wrapper's cwd (/var/lib/rabbitmq).
             ERL_CRASH_DUMP=str(base / "erl_crash.dump"),
         )
-        return env
 
     def _wait_ready(self, began: float) -> None:
         """Block until the node has fully booted, or fail with its log."""
@@ -477,7 +576,7 @@ class RabbitNode:
 
     def _node_pids(self) -> list[int]:
         """PIDs of this node's VM, its helpers and any CLI call aimed at it."""
-        pids = set(_pids_with_env(f"RABBITMQ_NODENAME={self.nodename}".encode()))
+        pids = set(_pids_with_env(f"RABBITMQ_NODENAME={self.nodename}".encode(), include_epmd=self.chrooted))
         pid = self._read_pid(self._dir / "rabbit.pid")
         if pid is not None and _pid_alive(pid):
             pids.add(pid)

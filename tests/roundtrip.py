@@ -37,6 +37,11 @@ class EmptyBroker:
     def auth(self) -> tuple[str, str]:
         return (ADMIN, self.password)
 
+    @property
+    def major(self) -> int:
+        """The broker's major version (3 or 4): some files are imported by one and refused by the other."""
+        return int(self.request("GET", "overview")["rabbitmq_version"].split(".")[0])
+
     def env(self) -> dict[str, str | None]:
         return {"TOPO_URL": self.url, "TOPO_USER": ADMIN, "TOPO_PASSWORD": self.password, "NO_COLOR": "1"}
 

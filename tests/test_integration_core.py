@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -255,15 +256,29 @@ def test_exchange_change_is_a_replace_that_restores_bindings_both_ways(topo, api
     assert topo("plan", "--detailed-exitcode").code == 0
 
 
-def test_broker_rejection_names_object_status_and_reason(topo, vhost_name: str) -> None:
-    bad = pipeline(vhost_name).replace("definition: {max-length: 100000}", "definition: {max-length: -5}")
+def test_broker_rejection_names_object_status_and_reason(topo, api: Api, vhost_name: str) -> None:
+    # A permission for a user that does not exist: only the broker can know (users may be managed elsewhere).
+    ghost = f"{vhost_name}-no-such-user"
+    bad = pipeline(vhost_name) + f"""
+        permissions:
+          {json.dumps(ghost)}: {{configure: "", write: "", read: ".*"}}
+    """
     result = topo("apply", "--auto-approve", topology=bad)
-    assert result.code == 1
-    assert 'operator_policy "cap"' in result.stderr and "HTTP 400" in result.stderr
-    assert "not attempted" in result.stderr and "Traceback" not in result.output
+    assert result.code == 1, result.output
+    assert f"permission {json.dumps(ghost)}" in result.stderr and "HTTP 400" in result.stderr, result.stderr
+    assert "Traceback" not in result.output
     # Re-running after fixing the file converges from wherever the failure left the broker.
     assert topo("apply", "--auto-approve", topology=pipeline(vhost_name)).code == 0
     assert topo("plan", "--detailed-exitcode").code == 0
+
+
+def test_policy_value_the_broker_refuses_is_refused_before_any_change(topo, api: Api, vhost_name: str) -> None:
+    bad = pipeline(vhost_name).replace("definition: {max-length: 100000}", "definition: {max-length: -5}")
+    result = topo("apply", "--auto-approve", topology=bad)
+    assert result.code == 1
+    assert re.search(r"topology\.yaml:\d+: operator_policies\['cap'\]\.definition\.max-length: ", result.stderr)
+    assert "refuses it" in result.stderr and "topo will perform" not in result.stdout
+    assert vhost_name not in {v["name"] for v in api.get("vhosts")}
 
 
 def test_apply_without_terminal_refuses_without_auto_approve(topo, vhost_name: str) -> None:

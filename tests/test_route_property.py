@@ -171,8 +171,9 @@ def _request(broker: Any, method: str, path: str, body: Any = None) -> None:
         raise AssertionError(f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}")
 
 
-def test_route_agrees_with_the_broker(broker: Any) -> None:
+def test_route_agrees_with_the_broker(broker: Any, rabbitmq_version: tuple[int, int]) -> None:
     rng = random.Random(SEED)
+    broker_version = ".".join(map(str, rabbitmq_version))
     disagreements: list[str] = []
     seen: Counter[str] = Counter()
     published = 0
@@ -189,7 +190,7 @@ def test_route_agrees_with_the_broker(broker: Any) -> None:
             bindings = [b for b in definitions["bindings"] if None in b["arguments"].values()]
             definitions["bindings"] = [b for b in definitions["bindings"] if b not in bindings]
             _request(broker, "POST", f"/api/definitions/{quoted}", definitions)
-            topology = Topology.of(objects, vhost)
+            topology = Topology.of(objects, vhost, version=broker_version)
             publishable = [e["name"] for e in definitions["exchanges"] if not e["internal"]] or ["amq.fanout"]
             queues = [q["name"] for q in definitions["queues"]]
             params = pika.ConnectionParameters("127.0.0.1", amqp_port(broker), vhost, credentials)

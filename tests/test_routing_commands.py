@@ -58,7 +58,9 @@ def test_headers_rules() -> None:
     assert headers_match({"x-match": "any"}, {"a": 1}) is False  # any over zero arguments
     assert headers_match({"a": None}, {"a": "anything"}) is True  # void: presence only
     assert headers_match({"a": None}, {}) is False
-    assert headers_match({"a": 2.0}, {"a": 2}) is True  # Erlang's ==
+    assert headers_match({"a": 2.0}, {"a": 2}) is True  # Erlang's ==, as 3.x matches
+    assert headers_match({"a": 2.0}, {"a": 2}, exact_numbers=True) is False  # 4.x: exact
+    assert headers_match({"a": [2]}, {"a": [2]}, exact_numbers=True) is True
     assert headers_match({"a": 1}, {"a": True}) is False  # true is an atom
     assert headers_match({"a": "1"}, {"a": 1}) is False
     assert headers_match({"x-k": 1}, {}) is True  # x- arguments ignored by all

@@ -10,13 +10,14 @@ import threading
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from topo import __version__
+from topo.cli_options import UNSET, ConnectionOptions, connect, connection_options, resolve
 from topo.errors import NotConverged, TopoError
 from topo.lazy import lazy_import
 from topo.redact import redact_url, scrub
@@ -25,7 +26,6 @@ from topo.redact import redact_url, scrub
 # alone made every start (even `topo version`) 0.3 s slower.
 _ = lazy_import
 _(globals(), "topo.client", "ManagementClient")
-_(globals(), "topo.connection", "Connection", "resolve_connection")
 _(globals(), "topo.definitions", "read_definitions")
 _(globals(), "topo.diff", "Action")
 _(globals(), "topo.engine", "apply_and_verify", "build_plan", "manages_access", "read_desired_scope", "release_seen")
@@ -33,28 +33,28 @@ _(globals(), "topo.engine", "scope")
 _(globals(), "topo.export", "ExportResult", "ExportScope", "build_export")
 _(globals(), "topo.load", "Loaded", "guess_vhosts", "load_topology")
 _(globals(), "topo.lock", "ApplyLock", "lock_scope")
-_(globals(), "topo.model", "json_schema")
+_(globals(), "topo.model", "BrokerSpec", "json_schema")
 _(globals(), "topo.outcome", "Outcome", "Status", "render_outcome_json", "render_outcome_markdown")
 _(globals(), "topo.plan", "Plan", "Step")
 _(globals(), "topo.read", "keep_users_with_access", "read_actual", "read_for_export")
 _(globals(), "topo.render", "plan_to_json", "render_text")
 _(globals(), "topo.render_markdown", "render_markdown")
 _(globals(), "topo.savedplan", "SavedPlan", "key_material", "read_identity", "refuse_if_stale", "refuse_other_broker")
-_(globals(), "topo.savedplan", "save", load_saved="load")
+_(globals(), "topo.savedplan", "save")
+_(globals(), "topo.savedplan", load_saved="load")
 _(globals(), "topo.state", "Actual", "Kind")
 _(globals(), "topo.target", "Selection", "narrow", "parse_targets", "select")
 _(globals(), "topo.varfile", "environment_with")
 del _
 if TYPE_CHECKING:  # the real imports, for linters and type checkers
     from topo.client import ManagementClient
-    from topo.connection import Connection, resolve_connection
     from topo.definitions import read_definitions
     from topo.diff import Action
     from topo.engine import apply_and_verify, build_plan, manages_access, read_desired_scope, release_seen, scope
     from topo.export import ExportResult, ExportScope, build_export
     from topo.load import Loaded, guess_vhosts, load_topology
     from topo.lock import ApplyLock, lock_scope
-    from topo.model import json_schema
+    from topo.model import BrokerSpec, json_schema
     from topo.outcome import Outcome, Status, render_outcome_json, render_outcome_markdown
     from topo.plan import Plan, Step
     from topo.read import keep_users_with_access, read_actual, read_for_export
@@ -86,21 +86,6 @@ VarFiles = Annotated[
         help="Variables for ${...} from a dotenv file (repeatable; later files win, the environment wins over all).",
     ),
 ]
-Url = Annotated[
-    str | None,
-    typer.Option(help="Management API URL (http(s)://host:port) or amqp(s)://user:pass@host/vhost. Env: TOPO_URL."),
-]
-User = Annotated[str | None, typer.Option(help="Management user. Env: TOPO_USER. Default: guest.")]
-Password = Annotated[str | None, typer.Option(help="Password; prefer the TOPO_PASSWORD variable.", show_default=False)]
-CaCert = Annotated[str | None, typer.Option("--ca-cert", help="CA bundle to verify the broker's certificate.")]
-ClientCert = Annotated[str | None, typer.Option("--client-cert", help="Client certificate (PEM).")]
-ClientKey = Annotated[str | None, typer.Option("--client-key", help="Client certificate key (PEM).")]
-Insecure = Annotated[bool, typer.Option("--insecure", help="Do not verify the broker's TLS certificate.")]
-Timeout = Annotated[
-    float | None, typer.Option(min=0.1, max=3600, help="Seconds to wait for each request. Default: 30.")
-]
-
-
 class OutputFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -146,16 +131,6 @@ NoLock = Annotated[
     bool,
     typer.Option("--no-lock", help="Apply without the lock (only where nothing else ever applies to the broker)."),
 ]
-RestartWait = Annotated[
-    float | None,
-    typer.Option(
-        "--restart-wait",
-        min=0,
-        max=3600,
-        metavar="SECONDS",
-        help="How long to wait for a broker that stops answering (restarting). Env: TOPO_RESTART_WAIT. Default: 120.",
-    ),
-]
 NoColor = Annotated[bool, typer.Option("--no-color", help="No colour (also: NO_COLOR set, or not a terminal).")]
 
 
@@ -197,21 +172,8 @@ def _guarded(body: Callable[[], int]) -> None:
     raise typer.Exit(code)
 
 
-@dataclass(frozen=True)
-class ConnectionOptions:
-    url: str | None
-    user: str | None
-    password: str | None = field(repr=False)
-    ca_cert: str | None
-    client_cert: str | None
-    client_key: str | None
-    insecure: bool
-    timeout: float | None
-    restart_wait: float | None = None
-
-
-def _client(connection: Connection) -> ManagementClient:
-    return ManagementClient(connection, notify=_err)
+def _client(options: ConnectionOptions, broker: BrokerSpec | None = None) -> ManagementClient:
+    return connect(options, broker, notify=_err)
 
 
 @dataclass
@@ -236,10 +198,8 @@ def _load_and_plan(
     variables = environment_with(var_files)
     early = None if before_read is not None else _prefetch(files or [], options)
     loaded = load_topology(files or [], variables)
-    connection = resolve_connection(env=os.environ, broker=loaded.broker, **asdict(options))
-    if connection.verify is False and connection.url.startswith("https:"):
-        _err(f"Warning: not verifying the TLS certificate of {connection.url} (--insecure)")
-    client = _client(connection)
+    client = _client(options, loaded.broker)
+    connection = client.connection
     if before_read is not None:
         before_read(client, loaded)
     actual = None
@@ -287,11 +247,10 @@ def _prefetch(
     if not vhosts:
         return None
     try:
-        connection = resolve_connection(env=os.environ, broker=None, **asdict(options))
+        client = ManagementClient(resolve(options), notify=_err)
     except TopoError:
         return None
     reading: Future[Actual] = Future()
-    client = _client(connection)
 
     def read() -> None:
         try:
@@ -321,18 +280,11 @@ def validate(files: Files = None, var_files: VarFiles = None) -> None:
 
 
 @app.command()
+@connection_options
 def plan(
     files: Files = None,
     var_files: VarFiles = None,
-    url: Url = None,
-    user: User = None,
-    password: Password = None,
-    ca_cert: CaCert = None,
-    client_cert: ClientCert = None,
-    client_key: ClientKey = None,
-    insecure: Insecure = False,
-    timeout: Timeout = None,
-    restart_wait: RestartWait = None,
+    options: ConnectionOptions = UNSET,
     as_json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
     output_format: FormatOption = None,
     detailed_exitcode: Annotated[
@@ -349,9 +301,6 @@ def plan(
     """Show what apply would change on the live broker."""
 
     def run() -> int:
-        options = ConnectionOptions(
-            url, user, password, ca_cert, client_cert, client_key, insecure, timeout, restart_wait
-        )
         fmt = _output_format(output_format, as_json)
         planned = _load_and_plan(files, options, var_files=var_files, targets=targets, only_vhosts=only_vhosts)
         the_plan = planned.plan
@@ -385,6 +334,7 @@ def plan(
 
 
 @app.command()
+@connection_options
 def apply(
     plan_file: Annotated[
         str | None,
@@ -396,15 +346,7 @@ def apply(
     ] = None,
     files: Files = None,
     var_files: VarFiles = None,
-    url: Url = None,
-    user: User = None,
-    password: Password = None,
-    ca_cert: CaCert = None,
-    client_cert: ClientCert = None,
-    client_key: ClientKey = None,
-    insecure: Insecure = False,
-    timeout: Timeout = None,
-    restart_wait: RestartWait = None,
+    options: ConnectionOptions = UNSET,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")] = False,
     allow_data_loss: Annotated[
         bool, typer.Option("--allow-data-loss", help="Allow deleting or replacing queues that hold messages.")
@@ -462,9 +404,6 @@ def apply(
         return code
 
     def apply_files(fmt: OutputFormat, outcome: Outcome) -> int:
-        options = ConnectionOptions(
-            url, user, password, ca_cert, client_cert, client_key, insecure, timeout, restart_wait
-        )
         if saved:
             plan_files, plan_vars, plan_targets, plan_vhosts = (
                 saved[0].files,
@@ -575,6 +514,7 @@ def _progress_printer() -> Callable[[int, int, Step], None]:
 
 
 @app.command()
+@connection_options
 def export(
     vhost: Annotated[
         list[str] | None, typer.Option("--vhost", help="Export only this vhost (repeatable). Default: all.")
@@ -606,22 +546,11 @@ def export(
             "--ignore", metavar="PATTERN", help="Leave out objects whose name matches (* ? [...]; repeatable)."
         ),
     ] = None,
-    url: Url = None,
-    user: User = None,
-    password: Password = None,
-    ca_cert: CaCert = None,
-    client_cert: ClientCert = None,
-    client_key: ClientKey = None,
-    insecure: Insecure = False,
-    timeout: Timeout = None,
-    restart_wait: RestartWait = None,
+    options: ConnectionOptions = UNSET,
 ) -> None:
     """Write the topology of a live broker, or of a definitions file, as topo YAML."""
 
     def run() -> int:
-        options = ConnectionOptions(
-            url, user, password, ca_cert, client_cert, client_key, insecure, timeout, restart_wait
-        )
         scope = ExportScope(include_client_owned, tuple(ignore or ()))
         result = _exported(vhost, from_definitions, options, keep_hashes, not no_users, scope)
         for note in result.notes:
@@ -664,14 +593,15 @@ def _exported(
         if vhosts:
             keep_users_with_access(read.actual, selected)
         return build_export(read.actual, selected, users and read.has_users, keep_hashes, source, read.notes, scope)
-    connection = resolve_connection(env=os.environ, broker=None, **asdict(options))
-    client = _client(connection)
+    client = _client(options)
+    connection = client.connection
     actual, selected, with_users, notes = read_for_export(client, vhosts, users)
     source = f"{redact_url(connection.url)} (RabbitMQ {actual.version})"
     return build_export(actual, selected, with_users, keep_hashes, source, notes, scope)
 
 
 @app.command()
+@connection_options
 def lint(
     files: Files = None,
     live: Annotated[bool, typer.Option("--live", help="Judge the live broker's state instead of the files.")] = False,
@@ -683,14 +613,7 @@ def lint(
             help="RabbitMQ version to check against. Default: the newest topo knows (4.3), or the broker's if newer.",
         ),
     ] = None,
-    url: Url = None,
-    user: User = None,
-    password: Password = None,
-    ca_cert: CaCert = None,
-    client_cert: ClientCert = None,
-    client_key: ClientKey = None,
-    insecure: Insecure = False,
-    timeout: Timeout = None,
+    options: ConnectionOptions = UNSET,
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
     no_color: NoColor = False,
 ) -> None:
@@ -703,12 +626,10 @@ def lint(
         if lint_target_version is not None:
             linting.target_version(lint_target_version)  # a bad version fails before any file or request
         if live:
-            options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
             loaded = load_topology(files) if files else None
             broker = loaded.broker if loaded is not None else None
-            connection = resolve_connection(env=os.environ, broker=broker, **asdict(options))
             vhosts = list(loaded.desired.vhosts) if loaded is not None else None
-            lint_input, notes = linting.from_broker(ManagementClient(connection), vhosts, lint_target_version)
+            lint_input, notes = linting.from_broker(_client(options, broker), vhosts, lint_target_version)
             for note in notes:
                 _err(f"Note: {note}")
         else:

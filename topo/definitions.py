@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from topo.capabilities import Capabilities
 from topo.errors import Problem, ValidationFailed
 from topo.kinds import definition, registry
 from topo.kinds.binding import from_broker as binding_from_broker
@@ -293,6 +294,11 @@ def _read(reader: _Reader) -> FromDefinitions:
         reader.notes.append(f"ignored top-level keys RabbitMQ does not read: {', '.join(ignored)}")
     _fill_in_vhosts(reader)
     actual = Actual(OFFLINE)
+    # The version that wrote the file decides what its values mean (4.x writes default_queue_type: classic
+    # on every vhost, set or not).
+    version = str(data.get("rabbit_version") or data.get("rabbitmq_version") or "")
+    actual.capabilities = Capabilities(version=version)
+    actual.version = version
     declared_vhosts, vhost_limits = _vhosts(reader, actual)
     # Without a vhosts section the file is part of a larger setup: its vhosts must already exist.
     known = declared_vhosts if "vhosts" in data else None

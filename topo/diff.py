@@ -86,9 +86,11 @@ def diff(desired: Desired, actual: Actual) -> DiffResult:
             result.changes.append(Change(Action.CREATE, key, None, dict(want.attrs)))
             continue
         if key.kind is Kind.VHOST:
-            # Metadata the files leave out is not managed: keep the broker's value.
+            # Metadata the files leave out is not managed: keep the broker's value. A broker without
+            # deletion protection (before 4.0.6) has every vhost unprotected.
+            current = {"protected_from_deletion": False, **have.attrs}
             merged = have.attrs | want.attrs
-            if not all(same_value(have.attrs.get(f), v) for f, v in want.attrs.items()):
+            if not all(same_value(current.get(f), v) for f, v in want.attrs.items()):
                 result.changes.append(Change(Action.UPDATE, key, dict(have.attrs), merged))
             continue
         if all(same_value(have.attrs.get(f), v) for f, v in want.attrs.items()):
@@ -144,7 +146,8 @@ def _manages(desired: Desired, actual: Actual, key: Key, have: Obj) -> bool:
 
 
 def _recreate_dropped_bindings(result: DiffResult, actual: Actual) -> None:
-    """Deleting a queue or exchange drops its bindings: a replace must put them back.
+    """Deleting a queue or exchange drops its bindings (and, on 4.3, an exchange its topic permissions):
+    a replace must put them back.
 
     Every binding on the broker that touches a replaced object is re-created, unless the plan deletes
     it anyway; declared bindings that are new already have a create of their own.
@@ -154,10 +157,18 @@ def _recreate_dropped_bindings(result: DiffResult, actual: Actual) -> None:
         return
     planned = {c.key for c in result.changes}
     deleted = {c.key for c in result.changes if c.action is Action.DELETE}
-    for key, binding in actual.objects.items():
+    for key, obj in actual.objects.items():
+        if key.kind is Kind.TOPIC_PERMISSION and key not in planned:
+            # RabbitMQ 4.3 deletes the topic permissions on an exchange it deletes; writing one again
+            # is harmless where it does not (an identical PUT).
+            exchange = Key(Kind.EXCHANGE, key.vhost, obj.attrs["exchange"])
+            if exchange in replaced:
+                why = f"re-created: replacing exchange {exchange.name!r} drops it"
+                result.changes.append(Change(Action.CREATE, key, None, dict(obj.attrs), why))
+            continue
         if key.kind is not Kind.BINDING or key in planned:
             continue
-        attrs = binding.attrs
+        attrs = obj.attrs
         ends = {
             Key(Kind.EXCHANGE, key.vhost, attrs["source"]),
             Key(Kind(attrs["destination_type"]), key.vhost, attrs["destination"]),

@@ -12,8 +12,9 @@ from topo.diff import Action, Change, diff
 from topo.errors import ApplyFailed, BrokerError, NotConverged, Problem, TopoError, ValidationFailed
 from topo.explain import policies_after
 from topo.kinds import definition
+from topo.normalize import tags_of
 from topo.plan import Held, Plan
-from topo.read import broker_wide_kinds, consumer_counts, message_counts, read_actual
+from topo.read import broker_wide_kinds, consumer_counts, internal_queues, message_counts, read_actual
 from topo.render import display_name
 from topo.state import Actual, Desired, Key, Kind, Location
 
@@ -50,10 +51,62 @@ def check_against_broker(desired: Desired, actual: Actual) -> None:
     problems = []
     for key, obj in desired.objects.items():
         where = desired.locations.get(key)
-        for path, reason in definition(key.kind).broker_problems(obj, actual):
+        for path, reason in definition(key.kind).broker_problems(obj, actual.capabilities):
             problems.append(_problem(where, path, reason))
     if problems:
         raise ValidationFailed(problems)
+
+
+def check_protected(
+    desired: Desired, changes: Iterable[Change], actual: Actual, protected_queues: dict[Key, str] | None = None
+) -> None:
+    """Refuses, before any request, changes the broker refuses to protected objects: deleting a vhost
+    protected from deletion (4.0.6+), changing or deleting a user tagged `protected` (4.2+), and deleting
+    or replacing a queue an internal component owns (4.1+; `protected_queues`: key -> its owner)."""
+    problems = []
+    for change in changes:
+        have = actual.objects.get(change.key)
+        if have is None:
+            continue
+        where = desired.locations.get(change.key)
+        owner = (protected_queues or {}).get(change.key)
+        if owner is not None and change.action in (Action.DELETE, Action.REPLACE):
+            reason = (
+                f"queue {change.key.name!r} is protected from deletion ({owner}): RabbitMQ {actual.version} "
+                f"refuses to {change.action.value} it; leave it to its owner (declare it as it is, or not at all)"
+            )
+            problems.append(_problem(where, f"queues[{change.key.name!r}]", reason))
+        elif change.kind is Kind.VHOST and change.action is Action.DELETE and have.attrs.get("protected_from_deletion"):
+            reason = (
+                f"vhost {change.key.name!r} is protected from deletion: RabbitMQ refuses to delete it (412). "
+                "Set protected_from_deletion: false and apply first, then delete it"
+            )
+            problems.append(_problem(where, f"vhosts[{change.key.name!r}]", reason))
+        elif (
+            change.kind is Kind.USER
+            and actual.capabilities.protected_users
+            and "protected" in tags_of(have.attrs.get("tags"))
+        ):
+            verb = "delete" if change.action is Action.DELETE else "change"
+            reason = (
+                f"user {change.key.name!r} is tagged protected: RabbitMQ {actual.version} refuses to {verb} it "
+                "through the HTTP API; leave it out of the files, or remove the tag with rabbitmqctl first"
+            )
+            problems.append(_problem(where, f"users[{change.key.name!r}]", reason))
+    if problems:
+        raise ValidationFailed(problems)
+
+
+def _protected_queues(client: ManagementClient, changes: Iterable[Change], actual: Actual) -> dict[Key, str]:
+    """Queues the plan deletes or replaces that the broker protects from deletion (read only then)."""
+    if not actual.capabilities.protected_queues:
+        return {}
+    vhosts = {c.key.vhost for c in changes if c.kind is Kind.QUEUE and c.action in (Action.DELETE, Action.REPLACE)}
+    found = {}
+    for vhost in vhosts:
+        for name, owner in internal_queues(client, vhost).items():
+            found[Key(Kind.QUEUE, vhost, name)] = owner
+    return found
 
 
 def _problem(where: Location | None, path: str, reason: str) -> Problem:
@@ -90,7 +143,7 @@ def adapt_to_broker(desired: Desired, actual: Actual) -> tuple[Desired, list[str
     warnings = []
     objects = {}
     for key, obj in desired.objects.items():
-        adapted, warning = definition(key.kind).adapt(obj, actual)
+        adapted, warning = definition(key.kind).adapt(obj, actual.capabilities)
         objects[key] = adapted
         if warning:
             warnings.append(warning)
@@ -104,9 +157,10 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
     check_against_broker(desired, actual)
     adapted, adapt_warnings = adapt_to_broker(desired, actual)
     result = diff(adapted, actual)
+    check_protected(desired, result.changes, actual, _protected_queues(client, result.changes, actual))
     check_privileges(result.changes, actual)
     sees_all = bool(actual.my_tags & {"administrator", "monitoring"})
-    warnings = [*desired.warnings, *adapt_warnings]
+    warnings = [*desired.warnings, *actual.notes, *adapt_warnings]
     held = _count_messages(client, result.changes, warnings, sees_all)
     policies = policies_after(desired, actual, result.changes)
     return Plan(

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from topo import holding
+from topo.capabilities import Capabilities
 from topo.emit import Placeholder, dump
 from topo.errors import TopoError, ValidationFailed
 from topo.kinds import definition, registry
 from topo.kinds.base import ExportContext, Scope
 from topo.kinds.vhost import DEFAULTS as VHOST_DEFAULTS
+from topo.kinds.vhost import written_default_type
 from topo.load import Source, load_topology
 from topo.model import Spec, Topology, VhostSpec, allowed_keys
 from topo.ownership import INCLUDE_HINT, set_aside
@@ -67,11 +69,12 @@ def export_document(actual: Actual, vhosts: list[str], users: bool, keep_hashes:
     variables = Variables()
     notes: list[str] = []
     document: dict[str, Any] = {"version": 1}
-    top = _sections(by_scope[""], Scope.GLOBAL, "", users, keep_hashes, variables, notes)
+    caps = actual.capabilities
+    top = _sections(by_scope[""], Scope.GLOBAL, "", users, keep_hashes, variables, notes, caps)
     document.update(_in_model_order(top, Topology))
     document["vhosts"] = {
         name: _in_model_order(
-            _sections(by_scope[name], Scope.VHOST, name, users, keep_hashes, variables, notes), VhostSpec
+            _sections(by_scope[name], Scope.VHOST, name, users, keep_hashes, variables, notes, caps), VhostSpec
         )
         for name in sorted(vhosts)
     }
@@ -86,6 +89,7 @@ def _sections(
     keep_hashes: bool,
     variables: Variables,
     notes: list[str],
+    capabilities: Capabilities,
 ) -> dict[str, Any]:
     vhost_objects = objects.get(Kind.VHOST, [])
     context = ExportContext(
@@ -96,6 +100,7 @@ def _sections(
         vhost_attrs=vhost_objects[0].attrs if vhost_objects else {},
         objects=objects,
         notes=notes,
+        capabilities=capabilities,
     )
     out: dict[str, Any] = {}
     for kind in registry():
@@ -194,6 +199,7 @@ def _round_trip_differences(
         more = f"\n  … and {len(exc.problems) - 20} more" if len(exc.problems) > 20 else ""
         raise TopoError(f"topo cannot declare some of what the source holds:\n{shown}{more}") from None
     out = []
+    caps = actual.capabilities
     for key, have in actual.objects.items():
         kind = definition(key.kind)
         if kind.kind in (Kind.USER, Kind.USER_LIMIT):
@@ -214,6 +220,8 @@ def _round_trip_differences(
         for name, value in expected.items():
             if name == "password" and value.plaintext is not None:
                 continue  # a ${VARIABLE} placeholder: the value is the user's to supply
+            if name == "default_queue_type" and value is None and not written_default_type(have.attrs, caps):
+                continue  # left out on purpose (see kinds.vhost.written_default_type)
             if not same_value(have.attrs.get(name), value):
                 out.append(f"{key.kind.value} {key.name!r} in vhost {key.vhost!r}: {name} differs")
     return out

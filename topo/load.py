@@ -404,9 +404,12 @@ class _Builder:
                 )
 
     def _check_references(self) -> None:
-        """Bindings must name objects that the files declare or mark external (or built-in exchanges)."""
+        """Bindings and topic permissions must name objects that the files declare or mark external (or
+        built-in exchanges): RabbitMQ 4.3 refuses a topic permission for a missing exchange."""
         desired = self.desired
         for key, obj in [*desired.objects.items(), *((k, None) for k in desired.absent)]:
+            if key.kind is Kind.TOPIC_PERMISSION and obj is not None:
+                self._check_topic_permission(key, obj)
             if key.kind is not Kind.BINDING or obj is None:
                 continue
             ends = (
@@ -429,6 +432,21 @@ class _Builder:
                     )
                 path = format_path((*self.paths.get(key, ()), role))
                 self.problems.append(Problem(where.file, where.line, path, reason))
+
+    def _check_topic_permission(self, key: Key, obj: Obj) -> None:
+        name = obj.attrs["exchange"]
+        target = Key(Kind.EXCHANGE, key.vhost, name)
+        if name == "" or name.startswith("amq.") or target in self.desired.objects or target in self.desired.external:
+            return
+        if target in self.desired.absent:
+            reason = f"exchange {name!r} is declared absent"
+        else:
+            reason = (
+                f"exchange {name!r} is not declared in vhost {key.vhost!r} (RabbitMQ 4.3 refuses a topic "
+                "permission for a missing exchange); declare it, or mark it `external: true` if it is managed elsewhere"
+            )
+        where = self.desired.locations[key]
+        self.problems.append(Problem(where.file, where.line, format_path(self.paths.get(key, ())), reason))
 
 
 def load_topology(paths: Sequence[str], env: Mapping[str, str] | None = None, sources: Sequence[Source] = ()) -> Loaded:

@@ -420,6 +420,9 @@ class VhostSpec(Spec):
     default_queue_type: QueueType | None = Field(
         None, description="Queue type for queues declared without one (RabbitMQ 3.11+ stores it on the vhost)."
     )
+    protected_from_deletion: bool = Field(
+        False, description="Refuse to delete this vhost (RabbitMQ 4.0.6+; managed only when set)."
+    )
     absent: bool = Field(False, description="Delete this vhost and everything in it (needs --allow-data-loss).")
     prune: bool | None = Field(
         None, description="Delete objects in this vhost that the files do not declare (default: top-level prune)."

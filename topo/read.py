@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import requests
+
+from topo.capabilities import Capabilities, read_capabilities
 from topo.client import ManagementClient, api_path
 from topo.errors import BrokerError, TopoError
 from topo.kinds import definition, registry
@@ -24,12 +27,10 @@ from topo.normalize import tags_of
 from topo.state import Actual, Identity, Kind, Obj
 
 
-def read_overview(client: ManagementClient) -> dict[str, Any]:
-    return client.get(
-        "/api/overview",
-        what="read broker overview",
-        params={"columns": "rabbitmq_version,exchange_types,management_version,cluster_name"},
-    )
+def set_capabilities(actual: Actual, capabilities: Capabilities) -> None:
+    actual.capabilities = capabilities
+    actual.version = capabilities.version
+    actual.exchange_types = set(capabilities.exchange_types)
 
 
 class Access(StrEnum):
@@ -71,17 +72,18 @@ def read_broker(
     path, what = ("/api/definitions", "read definitions")
     if single is not None:
         path, what = api_path("definitions", single), f"read definitions of vhost {single!r}"
-    info, vhost_list, whoami, response, listed, wide_listings = _concurrently(
-        lambda: read_overview(client),
+    capabilities, vhost_list, whoami, response, listed, wide_listings = _concurrently(
+        lambda: read_capabilities(client, _concurrently),
         lambda: client.get("/api/vhosts", what="list vhosts", params={"disable_stats": "true"}),
         lambda: client.get("/api/whoami", what="read the connected user's tags"),
         # A vhost that does not exist yet answers 400 vhost_not_found (or 404): nothing to read then.
-        lambda: client.request("GET", path, what=what, ok=(400, 401, 404)) if wanted != [] else None,
+        lambda: _read_definitions(client, path, what, single) if wanted != [] else None,
         lambda: _access(client, access),
         lambda: [_broker_wide(client, kind, access) for kind in wide],
     )
     identity = Identity(client.connection.user, frozenset(tags_of(whoami.get("tags"))))
     actual = Actual(identity, vhosts={item["name"] for item in vhost_list})
+    set_capabilities(actual, capabilities)
     keep = actual.vhosts if wanted is None else set(wanted) & actual.vhosts
     for item in vhost_list:
         if item["name"] in keep:
@@ -95,8 +97,16 @@ def read_broker(
         if single is None or single in actual.vhosts:
             raise BrokerError(what, response.status_code, response.text[:300])
         definitions = {}  # the vhost is not there (yet)
+    elif response is not None and single is not None:
+        definitions = vhost_definitions(client, single, response, actual.notes)
+        restore_internal_exchanges(client, capabilities, definitions, [single], single=True)
+    elif response is not None:
+        if response.status_code == 500:
+            raise BrokerError(what, response.status_code, response.text[:300])
+        definitions = response.json()
+        restore_internal_exchanges(client, capabilities, definitions, sorted(keep), single=False)
     else:
-        definitions = response.json() if response is not None else {}
+        definitions = {}
     add_definitions(actual, definitions, default_vhost=single, keep=keep)
     for kind, items in zip(wide, wide_listings, strict=True):
         if items is None:
@@ -106,8 +116,6 @@ def read_broker(
             actual.objects[obj.key] = obj
     if listed is not None:
         _add_access(actual, *listed, keep=keep)
-    actual.version = str(info.get("rabbitmq_version", ""))
-    actual.exchange_types = {t["name"] for t in info.get("exchange_types", []) if "name" in t}
     return Reading(actual, tuple(refused), access=listed is not None)
 
 
@@ -145,7 +153,7 @@ def read_for_export(
             f"permissions on it (vhosts visible: {', '.join(map(repr, names)) or 'none'})"
         )
     selected = sorted(set(only or names))
-    notes = []
+    notes = list(actual.notes)
     if with_users and not reading.access:
         notes.append(
             f"users and permissions left out: reading them needs the administrator tag, "
@@ -255,6 +263,86 @@ def _access(client: ManagementClient, access: Access) -> list[Any] | None:
         ) from None
 
 
+@dataclass(frozen=True, slots=True)
+class _Unreadable:
+    """A per-vhost definitions read the client gave up on (after its retries): `reason` says why."""
+
+    reason: str
+    status_code: int = 200
+
+
+def _read_definitions(
+    client: ManagementClient, path: str, what: str, single: str | None
+) -> requests.Response | _Unreadable:
+    try:
+        return client.request("GET", path, what=what, ok=(400, 401, 404))
+    except BrokerError as exc:
+        # RabbitMQ 4.x: HTTP 500, or a truncated body, for a vhost name with non-ASCII characters.
+        if single is None or not (exc.status == 500 or "cut short" in exc.reason):
+            raise
+        return _Unreadable(f"HTTP {exc.status}: {exc.reason}" if exc.status else exc.reason)
+
+
+def vhost_definitions(
+    client: ManagementClient, vhost: str, response: requests.Response | _Unreadable, notes: list[str]
+) -> dict[str, Any]:
+    """One vhost's definitions, or its listings when the broker cannot give them.
+
+    RabbitMQ 4.x breaks GET /api/definitions/{vhost} for a vhost with non-ASCII characters in its name
+    (4.0: HTTP 500; 4.3: HTTP 200 with a truncated body); its listings are still right.
+    """
+    if isinstance(response, _Unreadable):
+        problem = response.reason
+    else:
+        problem = f"HTTP {response.status_code}" if response.status_code != 200 else ""
+    if not problem:
+        try:
+            body = response.json()
+        except ValueError:
+            problem = f"a truncated body ({len(response.content)} bytes)"
+        else:
+            if isinstance(body, dict):
+                return body
+            problem = "a body that is not an object"
+    notes.append(
+        f"read vhost {vhost!r} from its listings: its definitions (GET /api/definitions/{{vhost}}) came back "
+        f"with {problem}, as RabbitMQ 4.x does for vhost names with non-ASCII characters"
+    )
+    definitions = _listings(client, [vhost])
+    definitions.pop(REFUSED, None)
+    return definitions
+
+
+def restore_internal_exchanges(
+    client: ManagementClient, capabilities: Capabilities, definitions: dict[str, Any], vhosts: list[str], single: bool
+) -> None:
+    """Puts back what 4.x definitions leave out: internal exchanges, and the `internal` flag of the others.
+
+    RabbitMQ 4.3's GET /api/definitions omits exchanges with internal: true and the key itself from the
+    rest; the exchange listing still has both. Without this, an internal exchange would be planned for
+    creation on every run (and never converge).
+    """
+    if not capabilities.definitions_omit_internal_exchanges or not isinstance(definitions.get("exchanges"), list):
+        return
+    params = {"disable_stats": "true", "columns": _COLUMNS["exchanges"]}
+    if single:
+        what = f"list exchanges of vhost {vhosts[0]!r}"
+        listed = client.get_or_none(api_path("exchanges", vhosts[0]), what=what, params=params)
+    else:
+        listed = client.get("/api/exchanges", what="list exchanges", params=params)
+    internal = {(item["vhost"], item["name"]) for item in listed or [] if item.get("internal")}
+    present = set()
+    for item in definitions["exchanges"]:
+        where = (vhosts[0] if single else item.get("vhost"), item.get("name"))
+        present.add(where)
+        item.setdefault("internal", where in internal)
+    for item in listed or []:
+        if item.get("internal") and (item["vhost"], item["name"]) not in present:
+            fields = ("name", "type", "durable", "auto_delete", "internal", "arguments", *([] if single else ["vhost"]))
+            entry = {k: item[k] for k in fields if k in item}
+            definitions["exchanges"].append(entry)
+
+
 # The listings a non-administrator was refused (in what _listings returns): an export says what it lacks.
 REFUSED = "refused listings"
 
@@ -276,11 +364,20 @@ def _listings(client: ManagementClient, vhosts: list[str]) -> dict[str, Any]:
     refused: list[str] = []
     result[REFUSED] = refused
     for vhost in vhosts:
+        listings = {}
         for section, columns in _COLUMNS.items():
             params = {"disable_stats": "true", "columns": columns}
-            listing = client.get_or_none(
-                api_path(section, vhost), what=f"list {section} of vhost {vhost!r}", params=params
+            response = client.request(
+                "GET", api_path(section, vhost), what=f"list {section} of vhost {vhost!r}", params=params, ok=(401, 404)
             )
+            listings[section] = response.json() if response.status_code == 200 else None
+            if response.status_code == 401:
+                break
+        if response.status_code == 401:
+            # No permissions on the vhost: RabbitMQ 3.x answers 401, 4.x 404 (as for a missing vhost). Both
+            # read as "not there", so the plan names it the same way on every version.
+            continue
+        for section, listing in listings.items():
             result[section].extend(listing or [])
         result["policies"].extend(
             client.get_or_none(api_path("policies", vhost), what=f"list policies of {vhost!r}") or []
@@ -342,6 +439,24 @@ def add_definitions(
 
 def _access_kind(kind: KindDef) -> bool:
     return kind.access or kind.kind in (Kind.USER, Kind.USER_LIMIT)
+
+
+def internal_queues(client: ManagementClient, vhost: str) -> dict[str, str]:
+    """Queues of `vhost` that an internal component owns (RabbitMQ 4.1+ refuses to delete them): name -> owner."""
+    listing = client.get_or_none(
+        api_path("queues", vhost),
+        what=f"list protected queues of vhost {vhost!r}",
+        params={"disable_stats": "true", "columns": "name,internal,internal_owner"},
+    )
+    found = {}
+    for queue in listing or []:
+        if queue.get("internal") is True:
+            owner = queue.get("internal_owner")
+            if isinstance(owner, dict) and owner.get("name"):
+                found[queue["name"]] = f"owned by {owner.get('kind', 'object')} {owner['name']!r}"
+            else:
+                found[queue["name"]] = "owned by the broker"
+    return found
 
 
 def consumer_counts(

@@ -4,7 +4,9 @@ The rules are the broker's (see rabbit_exchange:route/3 and the exchange type mo
 - direct: the binding key equals a routing key; fanout: every binding; topic: words split on `.`
   (the empty key is zero words, `a..b` has an empty middle word), `*` one word, `#` zero or more;
   headers: `x-match` all (the default) / any / all-with-x / any-with-x, a null binding value checks
-  presence only, values compare as Erlang's `==` (numbers by value, booleans only with booleans).
+  presence only, values compare as Erlang's `==` on 3.x (numbers by value: 2 matches 2.0) and exactly
+  on 4.x (an integer never matches a float: measured on 4.3.6 by tests/test_route_property.py);
+  booleans only ever match booleans.
 - A message may carry several routing keys (CC/BCC); each queue receives one copy.
 - Exchange-to-exchange bindings are followed; every exchange is visited at most once (cycles end).
 - An exchange whose own bindings match nothing hands the message to its alternate exchange (the
@@ -269,24 +271,26 @@ def topic_matches(pattern: str, key: str) -> bool:
     return len(words) in reachable
 
 
-def _erlang_equal(left: Any, right: Any) -> bool:
-    """Erlang's ==, which the headers exchange uses: 1 == 1.0, but true is an atom, never a number."""
+def _erlang_equal(left: Any, right: Any, exact_numbers: bool = False) -> bool:
+    """Erlang's == (3.x's headers exchange: 1 == 1.0) or, with exact_numbers, 4.x's exact match
+    (1 and 1.0 differ). true is an atom, never a number, in both."""
     if isinstance(left, bool) or isinstance(right, bool):
         return type(left) is type(right) and left == right
     if isinstance(left, int | float) and isinstance(right, int | float):
-        return left == right
+        return left == right and (not exact_numbers or type(left) is type(right))
     if isinstance(left, str | bytes) and isinstance(right, str | bytes):
         as_bytes = [v.encode() if isinstance(v, str) else v for v in (left, right)]
         return as_bytes[0] == as_bytes[1]
     if isinstance(left, dict) and isinstance(right, dict):
-        return left.keys() == right.keys() and all(_erlang_equal(left[k], right[k]) for k in left)
+        return left.keys() == right.keys() and all(_erlang_equal(left[k], right[k], exact_numbers) for k in left)
     if isinstance(left, list) and isinstance(right, list):
-        return len(left) == len(right) and all(map(_erlang_equal, left, right))
+        pairs = zip(left, right, strict=False)
+        return len(left) == len(right) and all(_erlang_equal(a, b, exact_numbers) for a, b in pairs)
     return type(left) is type(right) and left == right
 
 
-def headers_match(arguments: Mapping[str, Any], headers: Mapping[str, Any]) -> bool:
-    """rabbit_exchange_type_headers:headers_match/2."""
+def headers_match(arguments: Mapping[str, Any], headers: Mapping[str, Any], exact_numbers: bool = False) -> bool:
+    """rabbit_exchange_type_headers:headers_match/2; exact_numbers for 4.x brokers."""
     mode = arguments.get("x-match", "all")
     if mode not in X_MATCH:
         mode = "all"  # the broker refuses such a binding; older brokers matched it as `all`
@@ -296,7 +300,10 @@ def headers_match(arguments: Mapping[str, Any], headers: Mapping[str, Any]) -> b
         for name, value in arguments.items()
         if name != "x-match" and (with_x or not name.startswith("x-"))
     ]
-    results = (name in headers and (value is None or _erlang_equal(value, headers[name])) for name, value in usable)
+    results = (
+        name in headers and (value is None or _erlang_equal(value, headers[name], exact_numbers))
+        for name, value in usable
+    )
     return all(results) if mode.startswith("all") else any(results)
 
 
@@ -316,7 +323,8 @@ def _matching(topology: Topology, exchange: Exchange, message: Message) -> list[
             if any(topic_matches(b.routing_key, key) for key in message.routing_keys)
         ]
     if exchange.type == "headers":
-        return [b for b in topology.bound(exchange.name) if headers_match(b.arguments, message.headers)]
+        exact = topology.version is not None and topology.version >= (4,)
+        return [b for b in topology.bound(exchange.name) if headers_match(b.arguments, message.headers, exact)]
     return []
 
 

@@ -7,36 +7,18 @@ to a pure module (route.py, routetest.py, graph.py, explain.py); this file only 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from topo.cli import (
-    CaCert,
-    ClientCert,
-    ClientKey,
-    ConnectionOptions,
-    Files,
-    Insecure,
-    Password,
-    Timeout,
-    Url,
-    User,
-    _err,
-    _guarded,
-    _out,
-    app,
-)
+from topo.cli import Files, _client, _err, _guarded, _out, app
+from topo.cli_options import UNSET, ConnectionOptions, connection_options
 from topo.errors import TopoError
 from topo.lazy import lazy_import
 
 # Imported on first use (see topo/lazy.py): `topo version` should not pay for the simulator's models.
 lazy_import(globals(), "topo", "routetest")
-lazy_import(globals(), "topo.client", "ManagementClient")
-lazy_import(globals(), "topo.connection", "resolve_connection")
 lazy_import(globals(), "topo.explain", "explain", "explanation_text")
 lazy_import(globals(), "topo.graph", render_graph="render")
 lazy_import(globals(), "topo.load", "load_topology")
@@ -46,8 +28,6 @@ lazy_import(globals(), "topo.route", "Message", "RouteError", "Topology", "dead_
 lazy_import(globals(), "topo.state", "Key", "Obj")
 if TYPE_CHECKING:  # the real imports, for linters and type checkers
     from topo import routetest
-    from topo.client import ManagementClient
-    from topo.connection import resolve_connection
     from topo.explain import explain, explanation_text
     from topo.graph import render as render_graph
     from topo.load import load_topology
@@ -79,8 +59,7 @@ def state_for(
 ) -> tuple[Mapping[Key, Obj], set[Key], str, str | None]:
     """The objects to reason about, the external objects, the vhost, and the broker's version when --live."""
     if live:
-        connection = resolve_connection(env=os.environ, broker=None, **asdict(options))
-        client = ManagementClient(connection)
+        client = _client(options)
         if vhost is None:
             raise TopoError("--live needs --vhost")
         actual = read_actual(client, [vhost])
@@ -101,6 +80,7 @@ def state_for(
 
 
 @app.command(name="route")
+@connection_options
 def route_command(
     exchange: Annotated[
         str | None, typer.Option("--exchange", "-e", help='The exchange published to ("" is the default exchange).')
@@ -122,21 +102,13 @@ def route_command(
     files: Files = None,
     live: Live = False,
     as_json: AsJson = False,
-    url: Url = None,
-    user: User = None,
-    password: Password = None,
-    ca_cert: CaCert = None,
-    client_cert: ClientCert = None,
-    client_key: ClientKey = None,
-    insecure: Insecure = False,
-    timeout: Timeout = None,
+    options: ConnectionOptions = UNSET,
 ) -> None:
     """Where a message goes: the queues it reaches and the path to each, or that it is unroutable."""
 
     def run() -> int:
         if (exchange is None) == (dead_letter_queue is None):
             raise TopoError("pass --exchange NAME (a publish) or --dead-letter QUEUE (its dead letters), not both")
-        options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
         objects, external, name, version = state_for(files, live, options, vhost)
         topology = Topology.of(objects, name, external, version)
         message = Message(tuple(routing_key or [""]), dict(parse_header(h) for h in header or []))
@@ -202,25 +174,18 @@ def _dead_text(result: Any) -> str:
 
 
 @app.command(name="explain")
+@connection_options
 def explain_command(
     name: Annotated[str, typer.Argument(help="A queue or exchange name.")],
     vhost: Vhost = None,
     files: Files = None,
     live: Live = False,
     as_json: AsJson = False,
-    url: Url = None,
-    user: User = None,
-    password: Password = None,
-    ca_cert: CaCert = None,
-    client_cert: ClientCert = None,
-    client_key: ClientKey = None,
-    insecure: Insecure = False,
-    timeout: Timeout = None,
+    options: ConnectionOptions = UNSET,
 ) -> None:
     """A queue or exchange in effect: the policies that apply, merged keys, bindings, dead letters."""
 
     def run() -> int:
-        options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
         objects, external, vhost_name, version = state_for(files, live, options, vhost)
         try:
             found = explain(Topology.of(objects, vhost_name, external, version), name)
@@ -236,20 +201,14 @@ def explain_command(
 
 
 @app.command(name="graph")
+@connection_options
 def graph_command(
     fmt: Annotated[str, typer.Option("--format", help="mermaid, dot or html (one self-contained file).")] = "mermaid",
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
     vhost: Vhost = None,
     files: Files = None,
     live: Live = False,
-    url: Url = None,
-    user: User = None,
-    password: Password = None,
-    ca_cert: CaCert = None,
-    client_cert: ClientCert = None,
-    client_key: ClientKey = None,
-    insecure: Insecure = False,
-    timeout: Timeout = None,
+    options: ConnectionOptions = UNSET,
 ) -> None:
     """Draw a vhost: exchanges, queues, bindings with their keys, alternate exchanges and dead-letter routes."""
 
@@ -258,7 +217,6 @@ def graph_command(
 
         if fmt not in FORMATS:
             raise TopoError(f"--format {fmt!r}: allowed are {', '.join(FORMATS)}")
-        options = ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout)
         objects, external, vhost_name, version = state_for(files, live, options, vhost)
         text = render_graph(Topology.of(objects, vhost_name, external, version), fmt)
         if output:
@@ -275,6 +233,7 @@ def graph_command(
 
 
 @app.command(name="test")
+@connection_options
 def test_command(
     tests: Annotated[
         list[str] | None,
@@ -287,14 +246,7 @@ def test_command(
         bool, typer.Option("--live", help="Probe a throwaway copy of the topology on the broker (needs administrator).")
     ] = False,
     as_json: AsJson = False,
-    url: Url = None,
-    user: User = None,
-    password: Password = None,
-    ca_cert: CaCert = None,
-    client_cert: ClientCert = None,
-    client_key: ClientKey = None,
-    insecure: Insecure = False,
-    timeout: Timeout = None,
+    options: ConnectionOptions = UNSET,
 ) -> None:
     """Check routing assertions: each test's message must reach exactly the queues it names.
 
@@ -306,7 +258,7 @@ def test_command(
             files,
             live,
             as_json,
-            ConnectionOptions(url, user, password, ca_cert, client_cert, client_key, insecure, timeout),
+            options,
         )
     except TopoError as exc:
         _err(f"Error: {exc}")
@@ -334,8 +286,7 @@ def _run_tests(
     loaded = load_topology(files or [])
     desired = loaded.desired
     if live:
-        connection = resolve_connection(env=os.environ, broker=loaded.broker, **asdict(options))
-        client = ManagementClient(connection)
+        client = _client(options, loaded.broker)
         outcomes = routetest.run_live(
             client,
             cases,

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from topo.capabilities import Capabilities
 from topo.kinds import Kind
 from topo.passwords import Password
 from topo.yamlload import line_of
@@ -122,6 +123,15 @@ class Actual:
     vhosts: set[str] = field(default_factory=set)  # every vhost on the broker
     exchange_types: set[str] = field(default_factory=set)
     version: str = ""
+    # What the broker is and can do (version, plugins, feature flags...): read once, asked by everything.
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    # What the read had to do differently, and why (e.g. a vhost read from its listings): shown to the user.
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Built from a version alone (tests, definitions files): the capabilities that version implies.
+        if not self.capabilities.version and self.version:
+            self.capabilities = Capabilities(self.version, frozenset(self.exchange_types))
 
     @property
     def me(self) -> str:

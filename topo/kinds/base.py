@@ -12,8 +12,9 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from topo.capabilities import Capabilities
 from topo.errors import StepRefused
 from topo.kinds import Kind
 from topo.state import Key, Obj
@@ -24,16 +25,8 @@ if TYPE_CHECKING:
     from topo.emit import Placeholder
 
 
-class Broker(Protocol):
-    """What version- and plugin-dependent decisions may ask about the broker.
-
-    The seam for the capabilities object of issue 14 (topo/capabilities.py): today the actual state
-    carries these facts (read.py fills them from /api/overview); kinds take them as this parameter
-    so that a richer object can be passed instead without touching them.
-    """
-
-    version: str
-    exchange_types: set[str]
+# What version- and plugin-dependent decisions ask about the broker: read once (topo/capabilities.py).
+Broker = Capabilities
 
 
 def version_of(text: str) -> tuple[int, ...]:
@@ -89,6 +82,8 @@ class ExportContext:
     objects: dict[Kind, list[Obj]] = field(default_factory=dict)
     # What the export leaves out on purpose, for the person running it (shown on stderr).
     notes: list[str] = field(default_factory=list)
+    # The source broker's (or definitions file's): what its values mean (4.x stores defaults nobody set).
+    capabilities: Capabilities = field(default_factory=Capabilities)
 
 
 class KindDef:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from topo.arguments import BUILTIN_EXCHANGE_TYPES
 from topo.client import api_path
 from topo.emit import Commented
 from topo.kinds import Kind
@@ -101,10 +100,11 @@ class ExchangeDef(KindDef):
         return {"name": key.name, **attrs}
 
     def export(self, objects: list[Obj], context: ExportContext) -> dict[str, Any]:
-        return {"exchanges": by_name({o.key.name: _exchange(o) for o in objects})} if objects else {}
+        exchanges = {o.key.name: _exchange(o, context.capabilities) for o in objects}
+        return {"exchanges": by_name(exchanges)} if objects else {}
 
 
-def _exchange(obj: Obj) -> Any:
+def _exchange(obj: Obj, broker: Broker) -> Any:
     attrs = obj.attrs
     # The type is written even when it is the default (direct): readers look for it first.
     spec: dict[str, Any] = {"type": attrs["type"]}
@@ -113,7 +113,7 @@ def _exchange(obj: Obj) -> Any:
             spec[flag] = attrs[flag]
     if attrs["arguments"]:
         spec["arguments"] = deep_sorted(attrs["arguments"])
-    if attrs["type"] not in BUILTIN_EXCHANGE_TYPES:
+    if attrs["type"] not in broker.builtin_exchange_types:
         return Commented(spec, f"Type {attrs['type']} comes from a plugin: enable it on every target broker.")
     return spec
 

@@ -28,6 +28,11 @@ def is_default_cluster_name(name: str, value: Any) -> bool:
     return name == "cluster_name" and isinstance(value, str) and "@" in value
 
 
+def is_broker_default(name: str, value: Any) -> bool:
+    """A value the broker sets by itself: the default cluster_name, and 4.x's empty cluster_tags."""
+    return is_default_cluster_name(name, value) or (name == "cluster_tags" and value == [])
+
+
 class GlobalParameterDef(KindDef):
     kind = Kind.GLOBAL_PARAMETER
     scope = Scope.GLOBAL
@@ -68,12 +73,14 @@ class GlobalParameterDef(KindDef):
         return {"name": key.name, "value": attrs["value"]}
 
     def exported(self, obj: Obj) -> bool:
-        return not is_default_cluster_name(obj.key.name, obj.attrs["value"])
+        return not is_broker_default(obj.key.name, obj.attrs["value"])
 
     def export(self, objects: list[Obj], context: ExportContext) -> dict[str, Any]:
         out = {}
         for obj in objects:
             name, value = obj.key.name, obj.attrs["value"]
+            if name == "cluster_tags" and not self.exported(obj):
+                continue  # RabbitMQ 4.x sets it (empty) on every broker: nothing anyone wrote
             if not self.exported(obj):
                 context.notes.append(
                     f"left out cluster_name {value!r}: the broker's default (its node name); declare "

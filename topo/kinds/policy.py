@@ -16,7 +16,6 @@ from topo.kinds.base import (
     Phase,
     by_name,
     deep_sorted,
-    version_of,
 )
 from topo.model import PolicySpec
 from topo.state import Key, Obj
@@ -77,15 +76,18 @@ class PolicyDef(KindDef):
         PolicySpec.model_validate(obj.attrs)
 
     def broker_problems(self, obj: Obj, broker: Broker) -> list[tuple[str, str]]:
+        problems = []
         # apply-to values newer than the broker (classic_queues, quorum_queues, streams: 3.12+) are refused.
-        version = version_of(broker.version)
-        if version and version < (3, 12) and obj.attrs["apply-to"] not in ("all", "queues", "exchanges"):
+        if not broker.policy_apply_to_queue_types and obj.attrs["apply-to"] not in ("all", "queues", "exchanges"):
             reason = (
                 f"apply-to {obj.attrs['apply-to']!r} needs RabbitMQ 3.12+ (the broker runs {broker.version}); "
                 "use all, queues or exchanges"
             )
-            return [(f"policies[{obj.key.name!r}].apply-to", reason)]
-        return []
+            problems.append((f"{self.section}[{obj.key.name!r}].apply-to", reason))
+        # Keys the broker removed or denies (topo.compat: ha-* on 4.x, ...), with the replacement.
+        for name, reason in broker.refusals(self.kind.value, obj.attrs.get("definition") or {}):
+            problems.append((f"{self.section}[{obj.key.name!r}].definition.{name}", reason))
+        return problems
 
     def path(self, key: Key, attrs: dict[str, Any], phase: Phase) -> str:
         return api_path(self.endpoint, key.vhost, key.name)

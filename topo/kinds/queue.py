@@ -11,6 +11,7 @@ from topo.client import api_path
 from topo.errors import BrokerError, StepRefused
 from topo.kinds import Kind
 from topo.kinds.base import (
+    Broker,
     Declared,
     ExportContext,
     Items,
@@ -95,6 +96,13 @@ class QueueDef(KindDef):
         if fields["type"] != "classic":
             fields.pop("auto_delete")  # quorum queues and streams have no such option
         _QUEUE.validate_python(fields)
+
+    def broker_problems(self, obj: Obj, broker: Broker) -> list[tuple[str, str]]:
+        # Arguments and values the broker removed or denies (topo.compat: x-queue-version: 1 on 4.x, ...).
+        return [
+            (f"queues[{obj.key.name!r}].arguments.{name}", reason)
+            for name, reason in broker.refusals("queue_argument", obj.attrs.get("arguments") or {})
+        ]
 
     def path(self, key: Key, attrs: dict[str, Any], phase: Phase) -> str:
         return api_path("queues", key.vhost, key.name)

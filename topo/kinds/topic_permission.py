@@ -25,7 +25,9 @@ class TopicPermissionDef(KindDef):
     reads = ("topic_permissions",)
     section = "topic_permissions"
     access = True
-    depends_on = (Kind.VHOST, Kind.USER)
+    # It names an exchange: RabbitMQ 4.3 refuses one for a missing exchange and deletes it with the
+    # exchange, so it is written after exchanges and deleted before them.
+    depends_on = (Kind.VHOST, Kind.USER, Kind.EXCHANGE)
     required_tag = "administrator"
 
     def display(self, key: Key, attrs: dict[str, Any] | None) -> str:

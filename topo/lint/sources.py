@@ -45,21 +45,18 @@ def from_broker(client: ManagementClient, vhosts: list[str] | None, target: str 
     except ValueError:
         version = None
         notes.append(f"the broker reports no version topo can read ({actual.version!r})")
-    used = None
+    # Read once with the state (topo.capabilities), like everything else that depends on the broker.
+    used = actual.capabilities.deprecated_features_used
     if version is not None and version < DEPRECATED_FEATURES_API:
         notes.append(f"RabbitMQ {actual.version} cannot report the deprecated features it uses (3.13+ can)")
-    elif version is not None:
-        what = "read the deprecated features in use"
-        response = client.request("GET", "/api/deprecated-features/used", what=what, ok=(401, 403, 404))
-        if response.status_code == 200:
-            used = list(response.json())
-        else:
-            notes.append(f"deprecated features in use not checked: {what}: HTTP {response.status_code}")
+        used = None
+    elif version is not None and used is None:
+        notes.append("deprecated features in use not checked: GET /api/deprecated-features/used was refused")
     lint_input = LintInput(
         objects=actual.objects,
         target=target_version(target, version),
         live=True,
         broker_version=version,
-        deprecated_used=used,
+        deprecated_used=list(used) if used is not None else None,
     )
     return lint_input, notes

@@ -1,0 +1,155 @@
+"""What the broker is and can do, read once: every version- or plugin-dependent decision asks here.
+
+Built from the overview (version, exchange types) and, where the connected user may read them, the
+node's enabled plugins, the feature flags and (4.x) the deprecated features in use. A listing the user
+may not read is None (unknown), never an empty set: "no plugins" and "cannot tell" differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from topo import compat
+from topo.arguments import BUILTIN_EXCHANGE_TYPES
+from topo.client import ManagementClient
+
+OVERVIEW_COLUMNS = "rabbitmq_version,exchange_types,management_version,cluster_name"
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """(major, minor, patch) of "4.3.6", "3.10.8", "4.1.0-rc.1"; (0, 0, 0) when there is none."""
+    parts = []
+    for part in text.split(".")[:3]:
+        digits = ""
+        for ch in part:
+            if not ch.isdigit():
+                break
+            digits += ch
+        parts.append(int(digits) if digits else 0)
+    while len(parts) < 3:
+        parts.append(0)
+    return parts[0], parts[1], parts[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    version: str = ""  # as the broker reports it; "" when unknown (e.g. a definitions file without one)
+    exchange_types: frozenset[str] = frozenset()
+    plugins: frozenset[str] | None = None  # enabled plugins; None when the user may not read them
+    feature_flags: frozenset[str] | None = None  # enabled feature flags; None when unreadable
+    # /api/deprecated-features/used (3.13+), as the broker lists them; None when unreadable or older.
+    deprecated_features_used: tuple[dict[str, Any], ...] | None = None
+
+    @property
+    def deprecated_feature_names(self) -> tuple[str, ...] | None:
+        used = self.deprecated_features_used
+        return None if used is None else tuple(sorted(str(f.get("name", "")) for f in used))
+
+    @property
+    def release(self) -> tuple[int, int, int]:
+        return parse_version(self.version)
+
+    def at_least(self, major: int, minor: int, patch: int = 0) -> bool:
+        """True when the broker is known to be this version or newer."""
+        return bool(self.version) and self.release >= (major, minor, patch)
+
+    def older_than(self, major: int, minor: int, patch: int = 0) -> bool:
+        """True when the broker is known to be older (an unknown version is neither)."""
+        return bool(self.version) and self.release < (major, minor, patch)
+
+    # -- what follows from the version ---------------------------------------------------------
+
+    @property
+    def stores_default_queue_type(self) -> bool:
+        return not self.older_than(3, 11)
+
+    @property
+    def policy_apply_to_queue_types(self) -> bool:
+        """apply-to classic_queues, quorum_queues, streams (3.12+)."""
+        return not self.older_than(3, 12)
+
+    @property
+    def always_default_queue_type(self) -> bool:
+        """4.x stores a default_queue_type on every vhost (classic when it was never set)."""
+        return self.at_least(4, 0)
+
+    @property
+    def builtin_exchange_types(self) -> frozenset[str]:
+        """Exchange types the broker has without any plugin (x-local-random is built in from 4.0)."""
+        types = set(BUILTIN_EXCHANGE_TYPES)
+        if self.at_least(4, 0):
+            types.add("x-local-random")
+        return frozenset(types)
+
+    @property
+    def definitions_omit_internal_exchanges(self) -> bool:
+        """4.x's GET /api/definitions may leave out internal exchanges (4.3 does): list them instead."""
+        return self.at_least(4, 0)
+
+    @property
+    def deletion_protection(self) -> bool:
+        """Vhosts protected from deletion (POST/DELETE /api/vhosts/{vhost}/deletion/protection)."""
+        return self.at_least(4, 0, 6)
+
+    @property
+    def protected_users(self) -> bool:
+        """Users tagged `protected` cannot be changed or deleted through the HTTP API (4.2+)."""
+        return self.at_least(4, 2)
+
+    @property
+    def protected_queues(self) -> bool:
+        """Queues owned by the broker's internal components refuse deletion (4.1+)."""
+        return self.at_least(4, 1)
+
+    def refusals(self, where: compat.Where, items: dict[str, Any]) -> list[tuple[str, str]]:
+        """(key, reason with the replacement) for each policy key or queue argument this broker refuses."""
+        if not self.version:
+            return []
+        return compat.refusals(where, items, self.release)
+
+
+def from_overview(info: dict[str, Any], extra: dict[str, Any] | None = None) -> Capabilities:
+    extra = extra or {}
+    return Capabilities(
+        version=str(info.get("rabbitmq_version", "")),
+        exchange_types=frozenset(t["name"] for t in info.get("exchange_types", []) if "name" in t),
+        plugins=extra.get("plugins"),
+        feature_flags=extra.get("feature_flags"),
+        deprecated_features_used=extra.get("deprecated_features_used"),
+    )
+
+
+def read_overview(client: ManagementClient) -> dict[str, Any]:
+    return client.get("/api/overview", what="read broker overview", params={"columns": OVERVIEW_COLUMNS})
+
+
+# Listings some users may not read (401), and older brokers do not have (404): unknown then.
+_OPTIONAL = (401, 403, 404)
+
+
+def _optional(client: ManagementClient, path: str, what: str, params: dict[str, str] | None = None) -> Any:
+    response = client.request("GET", path, what=what, params=params, ok=_OPTIONAL)
+    return response.json() if response.status_code == 200 else None
+
+
+def read_capabilities(
+    client: ManagementClient, concurrently: Callable[..., list[Any]] | None = None
+) -> Capabilities:
+    """One read of everything below; `concurrently` runs the requests at once (see read._concurrently)."""
+    calls: list[Callable[[], Any]] = [
+        lambda: read_overview(client),
+        lambda: _optional(client, "/api/nodes", "list nodes", {"columns": "name,enabled_plugins"}),
+        lambda: _optional(client, "/api/feature-flags", "list feature flags"),
+        lambda: _optional(client, "/api/deprecated-features/used", "list deprecated features in use"),
+    ]
+    info, nodes, flags, used = concurrently(*calls) if concurrently else [call() for call in calls]
+    extra: dict[str, Any] = {}
+    if isinstance(nodes, list):
+        extra["plugins"] = frozenset(p for node in nodes for p in node.get("enabled_plugins") or [])
+    if isinstance(flags, list):
+        extra["feature_flags"] = frozenset(f["name"] for f in flags if f.get("state") == "enabled")
+    if isinstance(used, list):
+        extra["deprecated_features_used"] = tuple(f for f in used if isinstance(f, dict))
+    return from_overview(info, extra)
