@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from topo.client import api_path
+from topo.apipath import api_path
 from topo.kinds.binding import from_fields
 from topo.normalize import HOLD_PREFIX
 from topo.ownership import out_of_scope
