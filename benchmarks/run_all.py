@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -389,6 +390,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # A stopped benchmark still stops its node and deletes its vhosts (the finally blocks run).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     for name in bench.PROXY_VARIABLES:
         os.environ.pop(name, None)
         os.environ.pop(name.upper(), None)
