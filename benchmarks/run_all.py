@@ -323,6 +323,12 @@ def memory_rows(ctx: Context, results: Results) -> None:
 
 
 class Runner(TopoRunner):
+    def run(self, *args: str, expect: str | None = None) -> ChildRun:
+        # The default 30 s per request is too short for a 105,000-object definitions GET on a busy machine.
+        if args and args[0] in ("plan", "apply"):
+            args = (args[0], "--timeout", "600", *args[1:])
+        return super().run(*args, expect=expect)
+
     def run_python(self, *args: str) -> ChildRun:
         """The bare interpreter, launched and measured exactly as topo is."""
         return _launch(self, [sys.executable, *args], " ".join(["python", *args]))
