@@ -70,3 +70,37 @@ def test_benchmark_runs_and_reports_every_row(broker: Broker, tmp_path: Path) ->
     assert all(seconds > 0 for seconds in only["median_seconds"].values())
     assert [ratio["label"] for ratio in only["ratios"]] == RATIO_LINES
     assert document["machine"]["rabbitmq_version"]
+
+
+RUN_ALL = BENCH.parent / "run_all.py"
+RUN_ALL_ROWS = [
+    "plan (no-op) / raw GET definitions, N=100 ",
+    "plan (no-op) / raw GET definitions, N=300 ",
+    "plan growth per object, N=100→300",
+    "1% change (3 queue replaces + 3 bindings)",
+    "apply (create) / raw bulk import, N=100 ",
+    "start-up: topo version",
+    "start-up: topo validate of a 10-line file",
+    "peak RSS MB: validate,",
+    "peak RSS MB: plan,",
+    "peak RSS MB: plan --json,",
+]
+
+
+@pytest.mark.broker
+def test_run_all_quick_reports_every_target(broker: Broker, tmp_path: Path) -> None:
+    prefix = f"t-run-all-{secrets.token_hex(3)}-"
+    out_json = tmp_path / "all.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOPO_")}
+    command = [sys.executable, str(RUN_ALL), "--quick", "--vhost-prefix", prefix, "--json", str(out_json)]
+    command += ["--url", broker.url, "--user", broker.user, "--password", broker.password]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert result.returncode == 0, f"run_all failed:\n{result.stderr[-3000:]}\n{result.stdout[-2000:]}"
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    for label in RUN_ALL_ROWS:
+        assert any(line.startswith(f"| {label}") for line in rows), f"no row {label!r}:\n{result.stdout}"
+    document = json.loads(out_json.read_text())
+    assert len(document["rows"]) == len(RUN_ALL_ROWS)
+    assert all(isinstance(row["value"], float) for row in document["rows"])
+    # Timings and memory are positive; a growth per object at these tiny sizes may be noise below zero.
+    assert all(row["value"] > 0 for row in document["rows"] if not row["label"].startswith("plan growth"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from topo.client import api_path
+from topo.apipath import api_path
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from topo.client import ManagementClient, api_path
+from topo.apipath import api_path
+from topo.client import ManagementClient
 from topo.diff import Action
 from topo.errors import BrokerError
 from topo.kinds import definition

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from topo import compat
 from topo.arguments import BUILTIN_EXCHANGE_TYPES
-from topo.client import ManagementClient
+
+if TYPE_CHECKING:  # only annotations here: `topo validate` reaches this module and needs no HTTP client
+    from topo.client import ManagementClient
 
 OVERVIEW_COLUMNS = "rabbitmq_version,exchange_types,management_version,cluster_name"
 

@@ -13,13 +13,14 @@ import os
 import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from topo.client import ManagementClient
-from topo.connection import Connection, resolve_connection
-from topo.model import BrokerSpec
+if TYPE_CHECKING:  # imported where used: every command imports this module, even `topo version`
+    from topo.client import ManagementClient
+    from topo.connection import Connection
+    from topo.model import BrokerSpec
 
 Url = Annotated[
     str | None,
@@ -133,6 +134,8 @@ def connect(
     `notify` hears what the client has to say while it works (retries, waiting for a restarting broker)
     and the warning that TLS is not verified.
     """
+    from topo.client import ManagementClient
+
     connection = resolve(options, broker)
     if notify is not None and connection.verify is False and connection.url.startswith("https:"):
         notify(f"Warning: not verifying the TLS certificate of {connection.url} (--insecure)")
@@ -140,4 +143,6 @@ def connect(
 
 
 def resolve(options: ConnectionOptions, broker: BrokerSpec | None = None) -> Connection:
+    from topo.connection import resolve_connection
+
     return resolve_connection(env=os.environ, broker=broker, **asdict(options))

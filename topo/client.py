@@ -11,7 +11,6 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -34,11 +33,6 @@ PERMANENT = (
     requests.exceptions.MissingSchema,
     requests.exceptions.InvalidHeader,
 )
-
-
-def api_path(*segments: str) -> str:
-    """/api/queues/%2F/a%20b: every segment quoted, so `/`, `%`, `#`, spaces and unicode survive."""
-    return "/api/" + "/".join(quote(segment, safe="") for segment in segments)
 
 
 def _reason(response: requests.Response) -> str:

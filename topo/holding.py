@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from topo.client import api_path
+from topo.apipath import api_path
 from topo.errors import BrokerError
 from topo.kinds.binding import from_fields
 from topo.kinds.topic_permission import topic_permission_obj

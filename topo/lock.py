@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from topo.client import ManagementClient, _reason, api_path
+from topo.apipath import api_path
+from topo.client import ManagementClient, _reason
 from topo.engine import broker_wide
 from topo.errors import BrokerError, TopoError
 from topo.normalize import LOCK_QUEUE

@@ -17,8 +17,9 @@ from typing import Any
 import requests
 
 from topo import holding
+from topo.apipath import api_path
 from topo.capabilities import Capabilities, read_capabilities
-from topo.client import ManagementClient, api_path
+from topo.client import ManagementClient
 from topo.errors import BrokerError, TopoError
 from topo.kinds import definition, registry
 from topo.kinds.base import KindDef, Scope

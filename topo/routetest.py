@@ -38,7 +38,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from topo.client import ManagementClient, api_path
+from topo.apipath import api_path
+from topo.client import ManagementClient
 from topo.errors import BrokerError, Problem, ValidationFailed
 from topo.route import Message, RouteError, Topology, dead_letter, route
 from topo.state import Key, Kind, Obj

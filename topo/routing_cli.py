@@ -8,21 +8,32 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from topo import routetest
 from topo.cli import Files, _client, _err, _guarded, _out, app
 from topo.cli_options import UNSET, ConnectionOptions, connection_options
 from topo.errors import TopoError
-from topo.explain import explain, explanation_text
-from topo.graph import FORMATS
-from topo.graph import render as render_graph
-from topo.load import load_topology
-from topo.read import read_actual
-from topo.route import Message, RouteError, Topology, dead_letter, route
-from topo.state import Key, Obj
+from topo.lazy import lazy_import
+
+# Imported on first use (see topo/lazy.py): `topo version` should not pay for the simulator's models.
+lazy_import(globals(), "topo", "routetest")
+lazy_import(globals(), "topo.explain", "explain", "explanation_text")
+lazy_import(globals(), "topo.graph", render_graph="render")
+lazy_import(globals(), "topo.load", "load_topology")
+lazy_import(globals(), "topo.read", "read_actual")
+# RouteError is caught only around calls that have already used topo.route, which swaps it in.
+lazy_import(globals(), "topo.route", "Message", "RouteError", "Topology", "dead_letter", "route")
+lazy_import(globals(), "topo.state", "Key", "Obj")
+if TYPE_CHECKING:  # the real imports, for linters and type checkers
+    from topo import routetest
+    from topo.explain import explain, explanation_text
+    from topo.graph import render as render_graph
+    from topo.load import load_topology
+    from topo.read import read_actual
+    from topo.route import Message, RouteError, Topology, dead_letter, route
+    from topo.state import Key, Obj
 
 Live = Annotated[bool, typer.Option("--live", help="Read the topology from the broker instead of the files.")]
 Vhost = Annotated[str | None, typer.Option("--vhost", help="The vhost (default: the only one in the files).")]
@@ -202,6 +213,8 @@ def graph_command(
     """Draw a vhost: exchanges, queues, bindings with their keys, alternate exchanges and dead-letter routes."""
 
     def run() -> int:
+        from topo.graph import FORMATS  # data, not a callable: a lazy name cannot stand in for it
+
         if fmt not in FORMATS:
             raise TopoError(f"--format {fmt!r}: allowed are {', '.join(FORMATS)}")
         objects, external, vhost_name, version = state_for(files, live, options, vhost)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from topo.client import api_path
+from topo.apipath import api_path
 from topo.emit import Flow
 from topo.kinds import Kind
 from topo.kinds.base import Declared, ExportContext, Items, KindDef, Phase, deep_sorted

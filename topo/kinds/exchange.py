@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from topo.client import api_path
+from topo.apipath import api_path
 from topo.emit import Commented
 from topo.kinds import Kind
 from topo.kinds.base import Broker, Declared, ExportContext, Items, KindDef, Phase, by_name, deep_sorted

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from topo.client import api_path
+from topo.apipath import api_path
 from topo.kinds import Kind
 from topo.kinds.base import Declared, ExportContext, Items, KindDef, Phase, Scope, by_name, deep_sorted
 from topo.model import GlobalParameterSpec

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from topo.client import api_path
+from topo.apipath import api_path
 from topo.emit import Flow, Placeholder
 from topo.errors import BrokerError
 from topo.kinds import Kind

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter
 
-from topo.client import api_path
+from topo.apipath import api_path
 from topo.errors import BrokerError, StepRefused
 from topo.kinds import Kind
 from topo.kinds.base import (

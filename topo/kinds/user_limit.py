@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from topo.client import api_path
+from topo.apipath import api_path
 from topo.kinds import Kind
 from topo.kinds.base import Declared, Items, KindDef, Phase, Scope
 from topo.kinds.vhost_limit import declared_limits

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from topo.client import api_path
+from topo.apipath import api_path
 from topo.emit import Flow
 from topo.kinds import Kind
 from topo.kinds.base import (

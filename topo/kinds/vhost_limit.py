@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from topo.client import api_path
+from topo.apipath import api_path
 from topo.kinds import Kind
 from topo.kinds.base import Declared, ExportContext, Items, KindDef, Phase
 from topo.model import LimitsSpec
