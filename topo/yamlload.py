@@ -170,7 +170,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
             raise _Fallback  # a second document: get_single_node's error
         return root
 
-    def _fast_value(self, event: Any, depth: int) -> Any:
+    def _fast_value(self, event: Any, depth: int, text: bool = False) -> Any:
         kind = type(event)
         if kind is yaml.ScalarEvent:
             if event.anchor is not None or event.tag is not None:
@@ -180,7 +180,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
             if tag == _STR:
                 if "$" in value:
                     node = yaml.ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
-                    return self.construct_interpolated_str(node)
+                    return self.construct_interpolated_str(node, resolve=not text)  # TEXT_KEYS: see _build_mapping
                 return value
             if tag == _MERGE:
                 raise _Fallback
@@ -232,7 +232,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
                     Problem(self.filename, line, str(key), f"duplicate key (first defined at line {lines[key]})")
                 )
             else:
-                result[key] = self._fast_value(get(), depth + 1)
+                result[key] = self._fast_value(get(), depth + 1, key in TEXT_KEYS)
                 lines[key] = line
             key_event = get()
         return result
