@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from topo import holding
+from topo import holding, migrate
 from topo.apply import Progress, apply_plan
 from topo.client import ManagementClient
 from topo.diff import Action, Change, diff
@@ -162,6 +162,7 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
     sees_all = bool(actual.my_tags & {"administrator", "monitoring"})
     warnings = [*desired.warnings, *actual.notes, *adapt_warnings]
     held = _count_messages(client, result.changes, warnings, sees_all)
+    migrations = migrate.plan(desired, actual, result.changes, held, lambda v, n: message_counts(client, v, n))
     policies = policies_after(desired, actual, result.changes)
     return Plan(
         tuple(result.changes),
@@ -171,6 +172,7 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
         held=held,
         effective_policies=policies,
         holds=result.holds,
+        migrations=migrations,
     )
 
 
@@ -229,12 +231,22 @@ def apply_and_verify(
     allow_data_loss: bool,
     allow_disruption: bool = False,
     progress: Progress | None = None,
+    report: migrate.Report | None = None,
 ) -> int:
     plan.raise_if_unsafe(allow_data_loss, plan.me, allow_disruption)
     made: list[tuple[str, str]] = []  # the holds this apply recorded before its replaces (vhost, name)
-    count = apply_plan(
-        client, plan, allow_data_loss=allow_data_loss, allow_disruption=allow_disruption, progress=progress, made=made
-    )
+
+    def run(changes: Plan) -> int:
+        return apply_plan(
+            client,
+            changes,
+            allow_data_loss=allow_data_loss,
+            allow_disruption=allow_disruption,
+            progress=progress,
+            made=made,
+        )
+
+    count = migrate.apply(client, plan, run, allow_disruption, report) if plan.migrations else run(plan)
     try:
         verified = verify(client, desired)
         # Only holds this apply made or planned with: another apply's may still be needed by it.
