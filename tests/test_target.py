@@ -10,8 +10,9 @@ import requests
 from broker_api import Api
 from cli_runner import broker_env, run_topo
 from topo.diff import Action, Change
+from topo.plan import Plan
 from topo.state import Actual, Desired, Identity, Key, Kind, Obj
-from topo.target import parse_targets, select
+from topo.target import narrow, parse_targets, select
 
 
 def topology(vhost: str, other: str) -> str:
@@ -159,3 +160,27 @@ def test_a_permission_target_brings_its_user() -> None:
         [],
     )
     assert user.key in selection.keys and permission.key in selection.keys
+
+
+def test_narrowing_keeps_what_the_plan_says_about_the_queues_it_creates() -> None:
+    kept = Obj(Key(Kind.QUEUE, "v", "kept"), {"durable": True})
+    dropped = Obj(Key(Kind.QUEUE, "v", "dropped"), {"durable": True})
+    plan = Plan(
+        tuple(Change(Action.CREATE, o.key, None, o.attrs) for o in (kept, dropped)),
+        me="admin",
+        effective_policies={kept.key: "policy ttl", dropped.key: "policy other"},
+    )
+    desired = Desired()
+    desired.objects = {kept.key: kept, dropped.key: dropped}
+    desired.vhosts = ["v"]
+    selection = select(
+        list(plan.changes),
+        desired,
+        Actual(Identity("admin", frozenset({"administrator"})), vhosts={"v"}),
+        parse_targets(["queue/v/kept"], ["v"]),
+        [],
+    )
+    narrowed = narrow(plan, selection)
+    assert [c.key for c in narrowed.changes] == [kept.key]
+    assert dict(narrowed.effective_policies) == {kept.key: "policy ttl"}
+    assert narrowed.me == "admin" and narrowed.warnings[-1].startswith("Partial plan")

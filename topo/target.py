@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from topo.depends import needs
 from topo.diff import Action, Change
@@ -144,11 +144,14 @@ def _attrs(change: Change | None) -> dict | None:
 def narrow(plan: Plan, selection: Selection) -> Plan:
     """The plan's changes to the selected objects only, saying it is partial."""
     keys = selection.keys
-    return Plan(
-        tuple(c for c in plan.changes if c.key in keys),
-        tuple(o for o in plan.unmanaged if o.key in keys),
-        (*plan.warnings, selection.note()),
-        me=plan.me,
+    # replace() rather than a new Plan: whatever else a plan carries (holds, the effective policies of the
+    # queues it creates, and fields added later) stays with the narrowed plan.
+    return replace(
+        plan,
+        changes=tuple(c for c in plan.changes if c.key in keys),
+        unmanaged=tuple(o for o in plan.unmanaged if o.key in keys),
+        warnings=(*plan.warnings, selection.note()),
         held={key: held for key, held in plan.held.items() if key in keys},
-        holds=plan.holds,  # released only once what each records is back (holding.release checks)
+        # plan.holds stay whole: released only once what each records is back (holding.release checks)
+        effective_policies={key: text for key, text in plan.effective_policies.items() if key in keys},
     )
