@@ -142,7 +142,7 @@ def test_password_value_never_appears_in_problems() -> None:
 
 def test_unknown_key_lists_allowed_keys() -> None:
     (problem,) = problems_of(BAD / "unknown_key.yaml")
-    assert "allowed: absent, arguments, external, type, durable, auto_delete" in problem.message
+    assert "allowed: absent, arguments, external, migrate, type, durable, auto_delete" in problem.message
 
 
 def test_reference_problems_carry_the_full_path() -> None:

@@ -145,6 +145,13 @@ NoLock = Annotated[
     typer.Option("--no-lock", help="Apply without the lock (only where nothing else ever applies to the broker)."),
 ]
 NoColor = Annotated[bool, typer.Option("--no-color", help="No colour (also: NO_COLOR set, or not a terminal).")]
+Migrate = Annotated[
+    bool,
+    typer.Option(
+        "--migrate",
+        help="Replace queues (new type or arguments) by moving their messages while traffic flows (docs/migrate.md).",
+    ),
+]
 
 
 def _show_version(value: bool) -> None:
@@ -222,12 +229,15 @@ def _load_and_plan(
     var_files: list[str] | None = None,
     targets: list[str] | None = None,
     only_vhosts: list[str] | None = None,
+    migrate: bool = False,
 ) -> Planned:
     """Loads the files and plans; `before_read` (apply's lock) runs before the broker is read."""
     # An apply reads the broker only once it holds the lock, so no read may start early.
     variables = environment_with(var_files)
     early = None if before_read is not None else _prefetch(files or [], options)
     loaded = load_topology(files or [], variables)
+    if migrate:  # --migrate: every queue as if it said `migrate: true`
+        loaded.desired.migrate.update(key for key in loaded.desired.objects if key.kind is Kind.QUEUE)
     client = _client(options, loaded.broker)
     connection = client.connection
     if before_read is not None:
@@ -336,6 +346,7 @@ def plan(
         ),
     ] = False,
     no_color: NoColor = False,
+    migrate: Migrate = False,
 ) -> None:
     """Show what apply would change on the live broker."""
 
@@ -343,7 +354,9 @@ def plan(
         if fail_on_unmanaged and not detailed_exitcode:
             raise TopoError("--fail-on-unmanaged changes the exit code of --detailed-exitcode: pass both")
         fmt = _output_format(output_format, as_json)
-        planned = _load_and_plan(files, options, var_files=var_files, targets=targets, only_vhosts=only_vhosts)
+        planned = _load_and_plan(
+            files, options, var_files=var_files, targets=targets, only_vhosts=only_vhosts, migrate=migrate
+        )
         the_plan = planned.plan
         if out:
             identity = read_identity(planned.client)
@@ -407,6 +420,7 @@ def apply(
     targets: Targets = None,
     only_vhosts: OnlyVhosts = None,
     no_color: NoColor = False,
+    migrate: Migrate = False,
 ) -> None:
     """Show the plan, ask, then make the broker match the files and verify it does."""
     held: list[ApplyLock] = []
@@ -455,7 +469,7 @@ def apply(
             )
         else:
             plan_files, plan_vars, plan_targets, plan_vhosts = files, var_files, targets, only_vhosts
-        planned = _load_and_plan(plan_files, options, take_lock, plan_vars, plan_targets, plan_vhosts)
+        planned = _load_and_plan(plan_files, options, take_lock, plan_vars, plan_targets, plan_vhosts, migrate)
         loaded, client, the_plan = planned.loaded, planned.client, planned.plan
         if saved:
             material = key_material(client.connection.password)
@@ -484,6 +498,7 @@ def apply(
                 allow_disruption=allow_disruption,
                 progress=progress,
                 notes=notes,
+                report=lambda text: _err(f"migrate: {text}"),
             )
         except NotConverged as exc:
             # A partial apply verifies what it targeted; what it left out is still pending, as planned.

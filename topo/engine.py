@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from topo import holding, preflight
+from topo import holding, migrate, preflight
 from topo.apply import Progress, apply_plan, execute
 from topo.client import ManagementClient
 from topo.diff import Action, Change, diff
@@ -166,6 +166,7 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
     check_privileges(result.changes, actual)
     sees_all = bool(actual.my_tags & {"administrator", "monitoring"})
     held = _count_messages(client, result.changes, warnings, sees_all)
+    migrations = migrate.plan(desired, actual, result.changes, held, lambda v, n: message_counts(client, v, n))
     policies = policies_after(desired, actual, result.changes)
     changes = preflight.explain(result.changes, desired, actual)
     return Plan(
@@ -176,6 +177,7 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
         held=held,
         effective_policies=policies,
         holds=result.holds,
+        migrations=migrations,
     )
 
 
@@ -238,15 +240,25 @@ def apply_and_verify(
     allow_disruption: bool = False,
     progress: Progress | None = None,
     notes: list[str] | None = None,
+    report: migrate.Report | None = None,
 ) -> int:
     plan.raise_if_unsafe(allow_data_loss, plan.me, allow_disruption)
     # The connected user's own password changes last: every request after it would be refused.
     own = preflight.own_password_change(plan.changes, plan.me)
     rest = replace(plan, changes=tuple(c for c in plan.changes if c is not own)) if own else plan
     made: list[tuple[str, str]] = []  # the holds this apply recorded before its replaces (vhost, name)
-    count = apply_plan(
-        client, rest, allow_data_loss=allow_data_loss, allow_disruption=allow_disruption, progress=progress, made=made
-    )
+
+    def run(changes: Plan) -> int:
+        return apply_plan(
+            client,
+            changes,
+            allow_data_loss=allow_data_loss,
+            allow_disruption=allow_disruption,
+            progress=progress,
+            made=made,
+        )
+
+    count = migrate.apply(client, rest, run, allow_disruption, report) if rest.migrations else run(rest)
     if own is not None:
         step = Step(own, Action.UPDATE)
         try:

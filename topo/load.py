@@ -297,6 +297,8 @@ class _Builder:
             self._external(declared.obj.key, where, shown)
         else:
             self._add(declared.obj, where, shown, declared.absent)
+            if declared.migrate:
+                self.desired.migrate.add(declared.obj.key)
 
     def add_vhost(self, source: SourceFile, vhost: str, spec: Any) -> None:
         def at(*path: Any) -> Location:

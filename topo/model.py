@@ -112,6 +112,11 @@ class ExchangeSpec(Managed):
 class _QueueBase(Managed):
     arguments: Arguments = Field(default_factory=dict, description="x-arguments; the queue type sets which.")
     external: bool = Field(False, description="Exists on the broker but is not managed here; bindings may refer to it.")
+    migrate: bool = Field(
+        False,
+        description="A replace (new type or arguments) moves the messages into the new queue while traffic flows, "
+        "instead of refusing or losing them (as `topo apply --migrate` does for every queue); see docs/migrate.md.",
+    )
 
     @field_validator("arguments")
     @classmethod

@@ -18,6 +18,8 @@ TRANSIENT_QUEUE_PREFIXES = ("amq.gen-", "mqtt-subscription-", PLUGIN_PREFIX)
 LOCK_QUEUE = "topo.lock"
 # topo's records of the bindings a replace must restore (holding.py): internal exchanges, out of scope.
 HOLD_PREFIX = "topo.hold."
+# The temporary exchanges and queues of a migration (migrate.py): out of scope like holds.
+MIGRATE_PREFIX = "topo.migrate."
 
 
 def is_builtin_exchange(name: str) -> bool:

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 
-from topo.normalize import HOLD_PREFIX
+from topo.normalize import HOLD_PREFIX, MIGRATE_PREFIX
 from topo.state import Key, Kind, Obj
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
@@ -36,6 +36,8 @@ INCLUDE_HINT = "--include-client-owned"
 def _exchange_by_name(name: str) -> str | None:
     if name.startswith(HOLD_PREFIX):
         return "topo's own record of the bindings of an interrupted replace (see holding.py)"
+    if name.startswith(MIGRATE_PREFIX):
+        return "topo's own temporary exchange of a queue migration (see migrate.py)"
     if name == "celeryev":
         return "Celery's event exchange (celeryev)"
     if name.endswith(".pidbox"):
@@ -47,6 +49,8 @@ def _exchange_by_name(name: str) -> str | None:
 
 
 def _queue_by_name(name: str) -> str | None:
+    if name.startswith(MIGRATE_PREFIX):
+        return "topo's own temporary queue of a queue migration (see migrate.py)"
     if name.endswith(".pidbox"):
         # "<worker>.celery.pidbox" per worker, "<uuid>.reply.celery.pidbox" per client.
         return "Celery's per-worker or reply control queue (kombu pidbox)"

@@ -12,6 +12,7 @@ from topo.holding import Hold
 from topo.kinds import definition, rank
 from topo.kinds.base import Phase
 from topo.kinds.order import schedule
+from topo.migrate import Migration
 from topo.state import Key, Kind, Obj
 
 _ACTIONS = {
@@ -107,6 +108,8 @@ class Plan:
     holds: tuple[Hold, ...] = ()
     # Queues the plan creates -> the policy and operator policy that will apply to them (see explain.py).
     effective_policies: Mapping[Key, str] = field(default_factory=dict)
+    # Replaces of queues made as migrations that keep their messages, and interrupted ones to finish (migrate.py).
+    migrations: tuple[Migration, ...] = ()
 
     def __post_init__(self) -> None:
         ordered = sorted(self.changes, key=lambda c: (c.key.vhost, rank(c.kind), c.key.name, c.action))
@@ -114,6 +117,7 @@ class Plan:
         object.__setattr__(self, "unmanaged", tuple(self.unmanaged))
         object.__setattr__(self, "warnings", tuple(self.warnings))
         object.__setattr__(self, "holds", tuple(self.holds))
+        object.__setattr__(self, "migrations", tuple(self.migrations))
         object.__setattr__(self, "held", MappingProxyType(dict(self.held)))
         object.__setattr__(self, "effective_policies", MappingProxyType(dict(self.effective_policies)))
 
@@ -133,7 +137,7 @@ class Plan:
 
     @property
     def empty(self) -> bool:
-        return not self.changes
+        return not self.changes and not self.migrations
 
     def summary(self) -> dict[str, int]:
         counts = {"add": 0, "change": 0, "replace": 0, "destroy": 0}
@@ -143,11 +147,13 @@ class Plan:
         return counts
 
     def data_loss(self) -> list[Change]:
-        """Changes that would destroy messages."""
+        """Changes that would destroy messages (a migration moves them instead)."""
+        migrated = {m.key for m in self.migrations}
         return [
             c
             for c in self.changes
             if c.action in (Action.DELETE, Action.REPLACE)
+            and c.key not in migrated
             and definition(c.kind).holds_messages
             and c.key in self.held
             and (self.held[c.key].messages > 0 or self.held[c.key].unknown)

@@ -6,6 +6,7 @@ import json
 from itertools import groupby
 from typing import Any
 
+from topo import migrate
 from topo.diff import Action, Change
 from topo.hints import replace_hint
 from topo.kinds import definition
@@ -122,6 +123,7 @@ def render_text(plan: Plan, colour: bool = False, allow_data_loss: bool = False)
             out.append(paint(heading, "1"))
             for change in group:
                 out.extend(_change_lines(plan, change, paint))
+    out.extend(migrate.render_lines(plan))
     out.extend(_unmanaged_lines(plan.unmanaged))
     for warning in plan.warnings:
         out.append(paint(f"Warning: {warning}", "33"))
@@ -193,7 +195,7 @@ def change_to_json(plan: Plan, change: Change) -> dict[str, Any]:
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
-    return {
+    document = {
         "format_version": JSON_FORMAT_VERSION,
         "changes": [change_to_json(plan, c) for c in plan.changes],
         "summary": plan.summary(),
@@ -210,6 +212,9 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         ],
         "warnings": list(plan.warnings),
     }
+    if plan.migrations:
+        document["migrations"] = [migrate.to_json(m) for m in plan.migrations]
+    return document
 
 
 def render_json(plan: Plan) -> str:

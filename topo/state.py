@@ -98,6 +98,8 @@ class Desired:
     # Vhosts whose permissions / topic permissions the files manage (the key is present there).
     access: set[tuple[Kind, str]] = field(default_factory=set)
     locations: dict[Key, Location] = field(default_factory=dict)
+    # Queues whose replace is a migration that keeps their messages (`migrate: true`, see migrate.py).
+    migrate: set[Key] = field(default_factory=set)
     # Legal but probably wrong (RabbitMQ accepts them and then drops messages): shown, never fatal.
     warnings: list[str] = field(default_factory=list)
 

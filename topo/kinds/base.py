@@ -53,6 +53,7 @@ class Declared:
     path: tuple[Any, ...]  # where, below the vhost (or the top level for global kinds)
     absent: bool = False
     external: bool = False
+    migrate: bool = False  # a queue's replace keeps its messages (migrate.py)
     # Legal but probably wrong: (path below the object's, message), shown with the file and line.
     warnings: list[tuple[tuple[Any, ...], str]] = field(default_factory=list)
 

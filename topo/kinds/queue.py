@@ -80,7 +80,7 @@ class QueueDef(KindDef):
             if queue.external:
                 yield Declared(Obj(Key(self.kind, vhost, name), {}), path, external=True)
             else:
-                yield Declared(from_spec(vhost, name, queue), path, absent=queue.absent)
+                yield Declared(from_spec(vhost, name, queue), path, absent=queue.absent, migrate=queue.migrate)
 
     def name_problem(self, name: str) -> str | None:
         return name_problem("queue", name)
