@@ -50,6 +50,14 @@ CASES: list[tuple[str, str, int, str, str]] = [
         "not supported by stream queues",
     ),
     ("amq_name.yaml", "amq_name.yaml", 4, 'exchanges["amq.mine"]', "starting with 'amq.' are reserved"),
+    ("topo_reserved_queue.yaml", "topo_reserved_queue.yaml", 5, 'queues["topo.lock"]', "are reserved by topo"),
+    (
+        "topo_reserved_exchange.yaml",
+        "topo_reserved_exchange.yaml",
+        4,
+        'exchanges["topo.hold.1234abcd"]',
+        "are reserved by topo",
+    ),
     ("policy_bad_regex.yaml", "policy_bad_regex.yaml", 5, "policies.ttl.pattern", "not a valid regular expression"),
     ("policy_bad_apply_to.yaml", "policy_bad_apply_to.yaml", 6, "policies.ttl.apply-to", "got str 'queue'"),
     (

@@ -10,7 +10,7 @@ from topo.emit import Commented
 from topo.kinds import Kind
 from topo.kinds.base import Broker, Declared, ExportContext, Items, KindDef, Phase, by_name, deep_sorted
 from topo.model import ExchangeSpec
-from topo.normalize import is_builtin_exchange
+from topo.normalize import HOLD_PREFIX, LOCK_QUEUE, MIGRATE_PREFIX, is_builtin_exchange
 from topo.state import Key, Obj
 
 
@@ -49,6 +49,13 @@ def name_problem(what: str, name: str) -> str | None:
         return f"an {what} name must not be empty"
     if name.startswith("amq."):
         return f"{what} names starting with 'amq.' are reserved by RabbitMQ"
+    if name == LOCK_QUEUE or name.startswith((HOLD_PREFIX, MIGRATE_PREFIX)):
+        # topo's own objects (the apply lock, the records of interrupted replaces, a migration's temporaries):
+        # declaring one would let a plan change or prune what a killed apply needs to recover.
+        return (
+            f"{what} names {LOCK_QUEUE!r}, {HOLD_PREFIX!r}… and {MIGRATE_PREFIX!r}… are reserved by topo "
+            "(its apply lock, replace records and migrations); choose another name"
+        )
     if len(name.encode("utf-8")) > 255:
         return f"{what} names are at most 255 bytes (UTF-8)"
     return None
