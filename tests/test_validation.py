@@ -669,3 +669,29 @@ def test_deep_nesting_is_an_error_not_a_crash(tmp_path: Path, opening: str) -> N
     result = run_topo("validate", "-f", str(path))
     assert result.code == 1 and "nested more than 64 levels deep" in result.stderr, result.output
     assert "Internal error" not in result.output
+
+
+def test_validate_refuses_policy_definitions_no_version_takes_with_the_other_problems(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "t.yaml",
+        """\
+        vhosts:
+          v:
+            queues:
+              jobs: {durabel: true}
+            policies:
+              cap: {pattern: "^jobs$", definition: {max-lenght: 10}}
+              ttl: {pattern: "^jobs$", priority: 1, definition: {message-ttl: "10"}}
+              mirrored: {pattern: "^jobs$", priority: 2, definition: {ha-mode: all}}
+        """,
+    )
+    result = run_topo("validate", "-f", str(path))
+    assert result.code == 1
+    # Every problem at once: the schema error in the queue does not hide the policy definitions.
+    assert f"{path}:4: vhosts.v.queues.jobs.durabel" in result.stderr
+    assert f"{path}:6: vhosts.v.policies.cap.definition.max-lenght" in result.stderr
+    assert "did you mean 'max-length'?" in result.stderr
+    assert f"{path}:7: vhosts.v.policies.ttl.definition.message-ttl: must be an integer" in result.stderr
+    # ha-mode is refused by 4.x only: validate leaves it to plan, which knows the broker's version.
+    assert "ha-mode" not in result.stderr

@@ -310,7 +310,7 @@ def validate(files: Files = None, var_files: VarFiles = None) -> None:
     """Check topology files offline: schema, types, names, references. No broker needed."""
 
     def run() -> int:
-        loaded = load_topology(files or [], environment_with(var_files))
+        loaded = load_topology(files or [], environment_with(var_files), every_version=True)
         desired = loaded.desired
         count = len(desired.objects) + len(desired.absent)
         for warning in desired.warnings:

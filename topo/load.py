@@ -467,9 +467,16 @@ class _Builder:
         self.problems.append(Problem(where.file, where.line, format_path(self.paths.get(key, ())), reason))
 
 
-def load_topology(paths: Sequence[str], env: Mapping[str, str] | None = None, sources: Sequence[Source] = ()) -> Loaded:
+def load_topology(
+    paths: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    sources: Sequence[Source] = (),
+    every_version: bool = False,
+) -> Loaded:
     """Read, validate and merge topology files (and documents held in memory, after them); raises
-    ValidationFailed with every problem found. With only `sources`, no file is read."""
+    ValidationFailed with every problem found. With only `sources`, no file is read. `every_version`
+    (`validate`): also refuse what no RabbitMQ version would take (policy definitions), which the other
+    commands check for one version (plan: the broker's; lint: the target)."""
     environment = os.environ if env is None else env
     files = expand_paths(list(paths)) if paths or not sources else []
     problems: list[Problem] = []
@@ -498,6 +505,8 @@ def load_topology(paths: Sequence[str], env: Mapping[str, str] | None = None, so
     # A file that failed its schema is missing from the merge: references into it would look broken.
     desired = builder.finish(check_references=not incomplete)
     problems.extend(builder.problems)
+    if every_version:
+        problems.extend(preflight.policy_problems_offline(desired))
     if problems:
         raise ValidationFailed(problems, warnings=desired.warnings)
     return Loaded(desired, broker, [*map(str, files), *(source.name for source in sources)])

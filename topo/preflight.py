@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 
 from topo.arguments import EXCHANGE_ARGUMENTS, QUEUE_ARGUMENTS
 from topo.client import ManagementClient
-from topo.compat import TOPIC_PERMISSION_NEEDS_EXCHANGE
+from topo.compat import ANY_PATCH, NEWEST_KNOWN, TOPIC_PERMISSION_NEEDS_EXCHANGE, version_text
 from topo.diff import Action, Change
 from topo.errors import Problem, TopoError
 from topo.normalize import tags_of
-from topo.policies import near_miss
+from topo.policies import definition_problems, near_miss
 from topo.salvage import raw_at
 from topo.state import Actual, Desired, Key, Kind, Location
 
@@ -72,6 +72,36 @@ def offline(desired: Desired) -> list[Problem]:
                     f"{obj.attrs['exchange']!r}, which is a {exchange.attrs['type']} exchange: RabbitMQ applies "
                     "topic permissions to topic exchanges only"
                 )
+    return problems
+
+
+OLDEST_SUPPORTED = (3, 10, ANY_PATCH)
+
+
+def policy_problems_on_every_version(operator: bool, definition: dict[str, Any]) -> list[tuple[str, str]]:
+    """The parts of a policy definition that every RabbitMQ version topo knows refuses (a misspelt key, a
+    TTL written as text): `validate` can report those without a broker. What only some versions refuse
+    (ha-* on 4.x, a key newer than 3.10) waits for `plan`, which knows the broker's version."""
+    oldest = dict(definition_problems(definition, operator, OLDEST_SUPPORTED))
+    newest = dict(definition_problems(definition, operator, NEWEST_KNOWN))
+    span = f"RabbitMQ {version_text(OLDEST_SUPPORTED)} to {version_text(NEWEST_KNOWN)}"
+    suffix = f"checked for RabbitMQ {version_text(OLDEST_SUPPORTED)}"
+    return [
+        (field, reason.replace(suffix, f"refused by every version topo knows ({span})"))
+        for field, reason in oldest.items()
+        if field in newest
+    ]
+
+
+def policy_problems_offline(desired: Desired) -> list[Problem]:
+    """For `validate`: the policy definitions no broker would take. (`plan` checks them for the broker's
+    version instead, and `topo lint` for a target version, so the load itself leaves them alone.)"""
+    problems = []
+    for key, obj in desired.objects.items():
+        if key.kind in (Kind.POLICY, Kind.OPERATOR_POLICY):
+            definition = obj.attrs.get("definition") or {}
+            for field, reason in policy_problems_on_every_version(key.kind is Kind.OPERATOR_POLICY, definition):
+                problems.append(_problem(desired, key, (), ("definition", field), reason))
     return problems
 
 
