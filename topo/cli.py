@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -99,6 +99,8 @@ VarFiles = Annotated[
         help="Variables for ${...} from a dotenv file (repeatable; later files win, the environment wins over all).",
     ),
 ]
+
+
 class OutputFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -137,6 +139,7 @@ LockTimeout = Annotated[
         "--lock-timeout",
         min=0,
         max=86400,
+        metavar="SECONDS",
         help="Seconds to wait for another apply's lock on the broker. Default: 0 (fail at once).",
     ),
 ]
@@ -394,7 +397,7 @@ def apply(
     plan_file: Annotated[
         str | None,
         typer.Argument(
-            metavar="[PLAN_FILE]",
+            metavar="PLAN_FILE",
             help="A plan saved by `topo plan --out FILE`: apply exactly it, without asking, or refuse if stale.",
             show_default=False,
         ),
@@ -581,7 +584,8 @@ def _progress_printer() -> Callable[[int, int, Step], None]:
 @connection_options
 def export(
     vhost: Annotated[
-        list[str] | None, typer.Option("--vhost", help="Export only this vhost (repeatable). Default: all.")
+        list[str] | None,
+        typer.Option("--vhost", metavar="VHOST", help="Export only this vhost (repeatable). Default: all."),
     ] = None,
     from_definitions: Annotated[
         str | None,
@@ -591,7 +595,9 @@ def export(
             help="Read a definitions JSON file (rabbitmqctl export_definitions) instead of a broker; offline.",
         ),
     ] = None,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")
+    ] = None,
     keep_hashes: Annotated[
         bool,
         typer.Option("--keep-hashes", help="Keep password hashes (password_hash) instead of ${VARIABLE} placeholders."),
@@ -720,6 +726,16 @@ def version() -> None:
     _out(f"topo {__version__}\n")
 
 
+def _untyped_arguments(command: Any) -> None:
+    """typer writes an argument's Python type after its name in --help (`NAME <str>`); click and every
+    other CLI show the name alone, which is all a user needs."""
+    subcommands = getattr(command, "commands", {}).values()
+    for each in (command, *subcommands):
+        for param in each.params:
+            if param.param_type_name == "argument":
+                param.display_type_rich = lambda ctx: None  # type: ignore[attr-defined,method-assign]
+
+
 def main() -> None:
     # A short-lived process that builds hundreds of thousands of small containers: the cyclic garbage
     # collector would scan them over and over (it doubled the time to load a 10,000-queue file), and
@@ -727,7 +743,9 @@ def main() -> None:
     gc.disable()
     # Not standalone: click's usage errors exit 2, which would read as "changes pending" in CI.
     try:
-        code = app(prog_name="topo", standalone_mode=False)
+        command = typer.main.get_command(app)
+        _untyped_arguments(command)
+        code = command(prog_name="topo", standalone_mode=False)
     except typer.Exit as exc:
         code = exc.exit_code
     except typer.Abort:

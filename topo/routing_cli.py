@@ -36,7 +36,9 @@ if TYPE_CHECKING:  # the real imports, for linters and type checkers
     from topo.state import Key, Obj
 
 Live = Annotated[bool, typer.Option("--live", help="Read the topology from the broker instead of the files.")]
-Vhost = Annotated[str | None, typer.Option("--vhost", help="The vhost (default: the only one in the files).")]
+Vhost = Annotated[
+    str | None, typer.Option("--vhost", metavar="VHOST", help="The vhost (default: the only one in the files).")
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
@@ -83,15 +85,22 @@ def state_for(
 @connection_options
 def route_command(
     exchange: Annotated[
-        str | None, typer.Option("--exchange", "-e", help='The exchange published to ("" is the default exchange).')
+        str | None,
+        typer.Option(
+            "--exchange", "-e", metavar="EXCHANGE", help='The exchange published to ("" is the default exchange).'
+        ),
     ] = None,
     routing_key: Annotated[
-        list[str] | None, typer.Option("--routing-key", "-k", help="Routing key (repeatable: CC/BCC keys).")
+        list[str] | None,
+        typer.Option("--routing-key", "-k", metavar="KEY", help="Routing key (repeatable: CC/BCC keys)."),
     ] = None,
     header: Annotated[
         list[str] | None,
         typer.Option(
-            "--header", "-H", help='Message header NAME=VALUE (repeatable); VALUE is JSON if it parses: 5, true, "5".'
+            "--header",
+            "-H",
+            metavar="NAME=VALUE",
+            help='Message header NAME=VALUE (repeatable); VALUE is JSON if it parses: 5, true, "5".',
         ),
     ] = None,
     dead_letter_queue: Annotated[
@@ -176,7 +185,7 @@ def _dead_text(result: Any) -> str:
 @app.command(name="explain")
 @connection_options
 def explain_command(
-    name: Annotated[str, typer.Argument(help="A queue or exchange name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A queue or exchange name.", show_default=False)],
     vhost: Vhost = None,
     files: Files = None,
     live: Live = False,
@@ -203,8 +212,13 @@ def explain_command(
 @app.command(name="graph")
 @connection_options
 def graph_command(
-    fmt: Annotated[str, typer.Option("--format", help="mermaid, dot or html (one self-contained file).")] = "mermaid",
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", metavar="mermaid|dot|html", help="mermaid, dot or html (one self-contained file)."),
+    ] = "mermaid",
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")
+    ] = None,
     vhost: Vhost = None,
     files: Files = None,
     live: Live = False,
@@ -238,7 +252,10 @@ def test_command(
     tests: Annotated[
         list[str] | None,
         typer.Option(
-            "--tests", "-t", help="Tests file or directory (repeatable). Default: tests/ beside the topology."
+            "--tests",
+            "-t",
+            metavar="PATH",
+            help="Tests file or directory (repeatable). Default: tests/ beside the topology.",
         ),
     ] = None,
     files: Files = None,
