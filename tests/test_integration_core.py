@@ -280,7 +280,7 @@ def test_policy_value_the_broker_refuses_is_refused_before_any_change(topo, api:
     result = topo("apply", "--auto-approve", topology=bad)
     assert result.code == 1
     assert re.search(r"topology\.yaml:\d+: operator_policies\['cap'\]\.definition\.max-length: ", result.stderr)
-    assert "refuses it" in result.stderr and "topo will perform" not in result.stdout
+    assert "must be an integer >= 0, got -5" in result.stderr and "topo will perform" not in result.stdout
     assert vhost_name not in {v["name"] for v in api.get("vhosts")}
 
 

@@ -29,7 +29,7 @@ _(globals(), "topo.client", "ManagementClient")
 _(globals(), "topo.definitions", "read_definitions")
 _(globals(), "topo.diff", "Action")
 _(globals(), "topo.engine", "apply_and_verify", "build_plan", "manages_access", "read_desired_scope", "release_seen")
-_(globals(), "topo.engine", "scope", "NOT_VERIFIED")
+_(globals(), "topo.engine", "scope", "NOT_VERIFIED", "declares_users_or_access")
 _(globals(), "topo.export", "ExportResult", "ExportScope", "build_export")
 _(globals(), "topo.load", "Loaded", "guess_vhosts", "load_topology")
 _(globals(), "topo.lock", "ApplyLock", "lock_scope")
@@ -54,6 +54,7 @@ if TYPE_CHECKING:  # the real imports, for linters and type checkers
         NOT_VERIFIED,
         apply_and_verify,
         build_plan,
+        declares_users_or_access,
         manages_access,
         read_desired_scope,
         release_seen,
@@ -256,7 +257,8 @@ def _load_and_plan(
                 actual = reading.result()  # the same read would fail the same way: its error stands
     if actual is None:
         # Tags first: a non-administrator declaring users is refused before the listings that would fail.
-        preflight.refuse_before_reading(client, loaded.desired, manages_access(loaded.desired))
+        # (Only users and access need the administrator tag: global parameters need policymaker, checked later.)
+        preflight.refuse_before_reading(client, loaded.desired, declares_users_or_access(loaded.desired))
         actual = read_desired_scope(client, loaded.desired)
     the_plan = build_plan(client, loaded.desired, actual)
     if not targets and not only_vhosts:

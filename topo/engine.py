@@ -22,7 +22,7 @@ from topo.state import Actual, Desired, Key, Kind, Location
 def manages_access(desired: Desired) -> bool:
     """The files declare users or access entries (or other broker-wide objects): reading them needs
     listings beyond the vhosts' own."""
-    return _users_or_access(desired) or bool(broker_wide(desired))
+    return declares_users_or_access(desired) or bool(broker_wide(desired))
 
 
 def broker_wide(desired: Desired) -> list[Kind]:
@@ -31,14 +31,14 @@ def broker_wide(desired: Desired) -> list[Kind]:
     return [kind for kind in broker_wide_kinds() if kind in declared]
 
 
-def _users_or_access(desired: Desired) -> bool:
+def declares_users_or_access(desired: Desired) -> bool:
     users = any(key.kind in (Kind.USER, Kind.USER_LIMIT) for key in (*desired.objects, *desired.absent))
     return users or bool(desired.access)
 
 
 def read_desired_scope(client: ManagementClient, desired: Desired) -> Actual:
     """What the broker has of everything the files manage."""
-    return read_actual(client, scope(desired), _users_or_access(desired), broker_wide(desired))
+    return read_actual(client, scope(desired), declares_users_or_access(desired), broker_wide(desired))
 
 
 def scope(desired: Desired) -> list[str]:
@@ -156,7 +156,7 @@ def adapt_to_broker(desired: Desired, actual: Actual) -> tuple[Desired, list[str
 def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None = None) -> Plan:
     """The plan; `actual` may be a read of exactly this scope made in advance (see cli)."""
     if actual is None:
-        preflight.refuse_before_reading(client, desired, _users_or_access(desired))
+        preflight.refuse_before_reading(client, desired, declares_users_or_access(desired))
         actual = read_desired_scope(client, desired)
     adapted, adapt_warnings = adapt_to_broker(desired, actual)
     result = diff(adapted, actual)
