@@ -106,3 +106,46 @@ def test_policymakers_manage_them_and_others_are_told_which_tag_it_takes(
     applied = topo("apply", "--auto-approve", topology=topology(vhost_name, name, 1), env=as_user)
     assert applied.code == 0, applied.output
     assert stored(api)[name] == 1
+
+
+def test_the_parameters_the_issue_names_cluster_name_and_mqtt_port_to_vhost_mapping(
+    topo, api: Api, broker: Any, vhost_name: str
+) -> None:
+    """The real ones, not a made-up name: the broker gives them meaning (its cluster name is what saved
+    plans identify it by; the MQTT plugin reads the port mapping), so the originals are put back."""
+    before = stored(api)
+    mapping = {"1": vhost_name}  # no listener on port 1: MQTT clients of the other tests are unaffected
+    wanted = f"topo-test-{vhost_name}"
+    text = (
+        f"vhosts:\n  {json.dumps(vhost_name)}: {{}}\nglobal_parameters:\n"
+        f"  cluster_name: {{value: {json.dumps(wanted)}}}\n"
+        f"  mqtt_port_to_vhost_mapping: {{value: {json.dumps(mapping)}}}\n"
+    )
+    try:
+        applied = topo("apply", "--auto-approve", topology=text)
+        assert applied.code == 0, applied.output
+        assert stored(api)["cluster_name"] == wanted
+        assert stored(api)["mqtt_port_to_vhost_mapping"] == mapping
+        assert api.get("overview")["cluster_name"] == wanted  # the broker took it as its name
+        assert topo("plan", "--detailed-exitcode", topology=text).code == 0
+        exported = run_topo("export", "--keep-hashes", env=broker_env(broker))
+        assert exported.code == 0, exported.output
+        assert "mqtt_port_to_vhost_mapping:" in exported.stdout
+        assert f"cluster_name:\n    value: {wanted}" in exported.stdout
+        again = topo("plan", "--detailed-exitcode", topology=exported.stdout)
+        assert again.code == 0, again.output
+    finally:
+        if "cluster_name" in before:
+            api.put({"name": "cluster_name", "value": before["cluster_name"]}, "global-parameters", "cluster_name")
+        else:
+            requests.delete(f"{broker.url}/api/global-parameters/cluster_name", auth=broker.auth, timeout=30)
+        if "mqtt_port_to_vhost_mapping" in before:
+            api.put(
+                {"name": "mqtt_port_to_vhost_mapping", "value": before["mqtt_port_to_vhost_mapping"]},
+                "global-parameters",
+                "mqtt_port_to_vhost_mapping",
+            )
+        else:
+            requests.delete(
+                f"{broker.url}/api/global-parameters/mqtt_port_to_vhost_mapping", auth=broker.auth, timeout=30
+            )
