@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from topo import __version__, preflight
+from topo import __version__
 from topo.cli_options import UNSET, ConnectionOptions, connect, connection_options, resolve
 from topo.errors import NotConverged, TopoError
 from topo.lazy import lazy_import
@@ -30,6 +30,7 @@ _(globals(), "topo.definitions", "read_definitions")
 _(globals(), "topo.diff", "Action")
 _(globals(), "topo.engine", "apply_and_verify", "build_plan", "manages_access", "read_desired_scope", "release_seen")
 _(globals(), "topo.engine", "scope", "NOT_VERIFIED", "declares_users_or_access")
+_(globals(), "topo", "preflight")
 _(globals(), "topo.export", "ExportResult", "ExportScope", "build_export")
 _(globals(), "topo.load", "Loaded", "guess_vhosts", "load_topology")
 _(globals(), "topo.lock", "ApplyLock", "lock_scope")
@@ -47,6 +48,7 @@ _(globals(), "topo.target", "Selection", "narrow", "parse_targets", "select")
 _(globals(), "topo.varfile", "environment_with")
 del _
 if TYPE_CHECKING:  # the real imports, for linters and type checkers
+    from topo import preflight
     from topo.client import ManagementClient
     from topo.definitions import read_definitions
     from topo.diff import Action

@@ -10,11 +10,10 @@ docs/topology.md ("What plan cannot check in advance").
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from topo.arguments import EXCHANGE_ARGUMENTS, QUEUE_ARGUMENTS
-from topo.client import ManagementClient
 from topo.compat import ANY_PATCH, NEWEST_KNOWN, TOPIC_PERMISSION_NEEDS_EXCHANGE, version_text
 from topo.diff import Action, Change
 from topo.errors import Problem, TopoError
@@ -22,6 +21,9 @@ from topo.normalize import tags_of
 from topo.policies import definition_problems, near_miss
 from topo.salvage import raw_at
 from topo.state import Actual, Desired, Key, Kind, Location
+
+if TYPE_CHECKING:
+    from topo.client import ManagementClient
 
 
 def _path_text(path: tuple[Any, ...]) -> str:
@@ -340,4 +342,6 @@ def with_new_password(client: ManagementClient, change: Change) -> ManagementCli
     plaintext = getattr((change.after or {}).get("password"), "plaintext", None)
     if plaintext is None:
         return None
+    from topo.client import ManagementClient  # requests: only when logging in again, not for validate
+
     return ManagementClient(replace(client.connection, password=plaintext))
