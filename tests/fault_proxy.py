@@ -89,6 +89,10 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self._closed = False
         self.starting_until = 0.0  # until then, answer 404 to everything, as the management API does while it starts
+        # Called with each request the broker has answered, before the answer goes back (a test's kill point).
+        self.forwarded: Callable[[Request], None] | None = None
+        self.forwarding: Callable[[Request], None] | None = None  # called before a request goes to the broker
+        self.active = 0  # requests being served: the broker may still act on them
         threading.Thread(target=self._serve, daemon=True, name="fault-proxy").start()
 
     def close(self) -> None:
@@ -121,6 +125,21 @@ class FaultProxy:
 
     def _handle(self, client: socket.socket, request: Request) -> bool:
         """Serves one request; False when the connection is to be closed."""
+        with self._lock:
+            self.active += 1
+        try:
+            return self._serve_one(client, request)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+    def idle(self, timeout: float = 60.0) -> None:
+        """Waits until no request is being served (what was forwarded has been answered)."""
+        deadline = time.monotonic() + timeout
+        while self.active and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _serve_one(self, client: socket.socket, request: Request) -> bool:
         key = (request.method, request.path, request.body)
         with self._lock:
             self.requests += 1
@@ -150,12 +169,16 @@ class FaultProxy:
             time.sleep(self.delay)
         elif fault == "stall":
             time.sleep(self.stall)
+        if self.forwarding is not None:
+            self.forwarding(request)
         try:
             status_line, headers, body = _forward(self.target, request)
         except OSError as exc:  # the broker is down: what a reverse proxy answers then
             body = f'{{"error":"bad gateway","reason":"{type(exc).__name__}"}}'.encode()
             client.sendall(_response(502, b"content-type: application/json\r\n", body))
             return True
+        if self.forwarded is not None:
+            self.forwarded(request)
         if fault == "drop_after":
             return False
         if fault == "reset":

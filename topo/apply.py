@@ -13,7 +13,7 @@ from topo.kinds import definition
 from topo.kinds.base import Phase
 from topo.plan import Plan, Step, stages, where
 from topo.render import display_name
-from topo.state import Obj
+from topo.state import Key, Kind, Obj
 
 Progress = Callable[[int, int, Step], None]
 # Concurrent requests within a stage: enough to keep a broker busy, few enough not to swamp it.
@@ -72,6 +72,12 @@ def apply_plan(
     imported: set[int] = set()  # ids of steps the bulk import already did
     topic: list[Obj] = []  # the topic permissions on the exchanges this apply replaces (holding.hold)
     attempted: set[int] = set()  # ids of steps already offered to it (a failed import is not retried)
+    # The queues and exchanges this plan writes, by key: what a binding is re-tried onto (_vanished).
+    written = {
+        c.key: Step(c, Action.CREATE)
+        for c in plan.changes
+        if c.kind in ENDS and c.action in (Action.CREATE, Action.REPLACE)
+    }
     with ThreadPoolExecutor(max_workers=max(parallelism, 1)) as pool:
         for number, stage in enumerate(all_stages):
             failures: list[tuple[Step, BrokerError]] = []
@@ -91,7 +97,7 @@ def apply_plan(
                         progress(done, total, step)
             stage = [step for step in stage if id(step) not in imported]
             futures = [
-                pool.submit(_run_serially, client, group, allow_data_loss, allow_disruption, made, topic)
+                pool.submit(_run_serially, client, group, allow_data_loss, allow_disruption, made, topic, written)
                 for group in _serial_groups(stage)
             ]
             for future in as_completed(futures):
@@ -110,6 +116,24 @@ def apply_plan(
     # Every replaced exchange is back: its topic permissions too (a kill before this: the holds have them).
     holding.put_back(client, topic, {change.key for change in plan.changes})
     return total
+
+
+ENDS = (Kind.QUEUE, Kind.EXCHANGE)
+
+
+def _vanished(step: Step, error: BrokerError, written: dict[Key, Step]) -> list[Step]:
+    """The writes to repeat before a binding's create is tried again: the ends it found missing that this
+    plan created in an earlier stage. Something deleted them since: a killed apply's last request that
+    the broker carried out only after this apply had started (seen on a loaded 3.10), or an apply racing
+    this one without the lock. Re-creating them is what this plan wants anyway; a binding whose end the
+    plan does not write fails as before."""
+    change = step.change
+    if change.kind is not Kind.BINDING or step.phase is not Action.CREATE or error.status != 404:
+        return []
+    attrs = change.after or {}
+    ends = [Key(Kind.EXCHANGE, change.key.vhost, attrs["source"])]
+    ends.append(Key(Kind(attrs["destination_type"]), change.key.vhost, attrs["destination"]))
+    return [written[end] for end in ends if end in written]
 
 
 def _serial_groups(stage: list[Step]) -> list[list[Step]]:
@@ -132,11 +156,20 @@ def _run_serially(
     allow_disruption: bool = False,
     made: list[tuple[str, str]] | None = None,
     topic: list[Obj] | None = None,
+    written: dict[Key, Step] | None = None,
 ) -> list[tuple[Step, BrokerError | None]]:
     results: list[tuple[Step, BrokerError | None]] = []
     for step in group:
         try:
-            execute(client, step, allow_data_loss, allow_disruption, made, topic)
+            try:
+                execute(client, step, allow_data_loss, allow_disruption, made, topic)
+            except BrokerError as error:
+                again = _vanished(step, error, written or {})
+                if not again:
+                    raise
+                for end in again:  # once: a second 404 is reported
+                    execute(client, end, allow_data_loss, allow_disruption)
+                execute(client, step, allow_data_loss, allow_disruption, made, topic)
         except BrokerError as error:
             results.append((step, error))
         except Exception as exc:  # a bug: still reported with what was and was not done
