@@ -642,3 +642,19 @@ def test_read_actual_normalises_a_definitions_export() -> None:
     result = diff(want, read_from(definitions))
     assert [(c.action, c.kind) for c in result.changes] == [(Action.UPDATE, Kind.POLICY)]
     assert result.unmanaged == []
+
+
+def test_a_replace_does_not_recreate_an_interrupted_migrations_own_binding() -> None:
+    # A kill between a migration's `route -> Q` and its removal leaves that binding; the migration makes and
+    # removes it, so re-creating it after the migration deleted route would fail (404).
+    route = "topo.migrate.0123456789ab.route"
+    want = desired(want_exchange("orders", type="topic"), want_queue("jobs", arguments={"x-message-ttl": 2}))
+    have = actual(
+        broker_exchange("orders", type="topic"),
+        broker_queue("jobs", arguments={"x-message-ttl": 1}),
+        broker_binding(route, "jobs", ""),
+        broker_binding("orders", "jobs", "order.*"),
+    )
+    changes = by_key(diff(want, have))
+    assert changes.pop(qkey("jobs")).action is Action.REPLACE
+    assert [(c.after or {})["source"] for c in changes.values()] == ["orders"]

@@ -38,9 +38,10 @@ def _topology(vhost: str, queue: str) -> str:
 class Publisher(threading.Thread):
     """Publishes unique ids with confirms and mandatory until stopped; records what was confirmed."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pause: float = 0.002) -> None:
         super().__init__(daemon=True)
         self.url = url
+        self.pause = pause
         self.confirmed: list[str] = []
         self.returned: list[bytes] = []
         self.nacked = 0
@@ -67,7 +68,7 @@ class Publisher(threading.Thread):
                 else:
                     self.confirmed.append(body)
                 number += 1
-                time.sleep(0.002)
+                time.sleep(self.pause)
             connection.close()
         except BaseException as exc:  # reported by the test
             self.error = exc
@@ -157,7 +158,7 @@ def test_a_migration_keeps_every_message_while_a_publisher_runs(
     flags = () if "migrate: true" in after else ("--migrate",)
     planned = topo("plan", *flags, topology=_topology(vhost_name, after))
     assert planned.code == 0, planned.output
-    assert "Migration of queue \"jobs\"" in planned.stdout and f"{PRELOADED} message(s)" in planned.stdout
+    assert 'Migration of queue "jobs"' in planned.stdout and f"{PRELOADED} message(s)" in planned.stdout
     assert "Data loss" not in planned.stdout
     refused = topo("apply", "--auto-approve") if flags else None  # without --migrate: refused, as before
     if refused is not None:
