@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -48,3 +49,13 @@ class Api:
 
     def bindings(self, vhost: str) -> list[dict[str, Any]]:
         return [b for b in self.get("bindings", vhost) if b["source"] != ""]
+
+
+def queue_with_policy(api: Api, vhost: str, queue: str) -> dict[str, Any]:
+    # The management API fills in `policy` and friends from the queue's first statistics event.
+    deadline = time.monotonic() + 30
+    while True:
+        found = api.get("queues", vhost, queue)
+        if "effective_policy_definition" in found or time.monotonic() > deadline:
+            return dict(found)
+        time.sleep(0.5)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from broker_api import Api
+from broker_api import Api, queue_with_policy
 from cli_runner import broker_env, run_topo
 
 pytestmark = pytest.mark.broker
@@ -80,16 +79,6 @@ def comparable(document: dict[str, Any], vhost: str) -> set[tuple[str, str, str,
         for f in document["findings"]
         if f["vhost"] == vhost
     }
-
-
-def queue_with_policy(api: Api, vhost: str, queue: str) -> dict[str, Any]:
-    # The management API fills in `policy` and friends from the queue's first statistics event.
-    deadline = time.monotonic() + 30
-    while True:
-        found = api.get("queues", vhost, queue)
-        if "effective_policy_definition" in found or time.monotonic() > deadline:
-            return dict(found)
-        time.sleep(0.5)
 
 
 def test_live_routing_findings_match_the_files(broker: Any, api: Api, vhost_name: str, tmp_path: Path) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import secrets
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from broker_api import Api
+from broker_api import Api, queue_with_policy
 from cli_runner import broker_env, run_topo
 
 ORDERS = str(Path(__file__).parent.parent / "examples" / "orders")
@@ -44,16 +43,6 @@ def _vhosts(broker: Any) -> list[str]:
     return [v["name"] for v in Api(broker).get("vhosts")]
 
 
-def _queue_with_policy(api: Api, vhost: str, queue: str) -> dict[str, Any]:
-    # The management API fills in `policy` and friends from the queue's first statistics event.
-    deadline = time.monotonic() + 30
-    while True:
-        found = api.get("queues", vhost, queue)
-        if "effective_policy_definition" in found or time.monotonic() > deadline:
-            return dict(found)
-        time.sleep(0.5)
-
-
 def test_explain_live_agrees_with_the_broker(broker: Any, vhost_name: str, topo: Any) -> None:
     applied = topo("apply", "--auto-approve", topology=POLICIES.format(vhost=vhost_name))
     assert applied.code == 0, applied.output
@@ -62,7 +51,7 @@ def test_explain_live_agrees_with_the_broker(broker: Any, vhost_name: str, topo:
         result = topo("explain", "--live", "--vhost", vhost_name, queue, "--json")
         assert result.code == 0, result.output
         (explained,) = json.loads(result.stdout)
-        on_broker = _queue_with_policy(api, vhost_name, queue)
+        on_broker = queue_with_policy(api, vhost_name, queue)
         assert (explained["policy"] or {}).get("name") == (on_broker.get("policy") or None), queue
         assert (explained["operator_policy"] or {}).get("name") == (on_broker.get("operator_policy") or None), queue
         # The broker's merge of policy and operator policy, against ours (arguments left out).
