@@ -5,6 +5,7 @@ messages, by content, with the old ones in their order; nothing is returned."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -198,3 +199,59 @@ def test_the_temporaries_of_a_migration_are_out_of_scope_and_recorded() -> None:
     from topo.ownership import out_of_scope
 
     assert out_of_scope(objects[Key(Kind.EXCHANGE, "v", route)], objects, ())
+
+
+def _plan_json(topo: Any, topology: str) -> dict[str, Any]:
+    planned = topo("plan", "--json", topology=topology)
+    assert planned.code == 0, planned.output
+    return json.loads(planned.stdout)
+
+
+def test_a_killed_migrations_shovel_is_not_an_application_consumer(
+    broker: Any, vhost_name: str, topo: Any
+) -> None:
+    """A shovel that a killed apply left running (named topo.migrate.*) reads the queue: the finishing
+    plan must neither count it as a consumer (which would refuse without --allow-disruption) nor list its
+    parameter as unmanaged; an application's consumer beside it still counts."""
+    result = topo("apply", "--auto-approve", topology=_topology(vhost_name, "jobs: {migrate: true}"))
+    assert result.code == 0, result.output
+    where = quote(vhost_name, safe="")
+    sink = requests.put(f"{broker.url}/api/queues/{where}/sink", json={"durable": True}, auth=broker.auth, timeout=30)
+    assert sink.status_code in (201, 204), sink.text
+    shovel = migrate.name(vhost_name, "jobs", "shovel")
+    vhost_uri = "amqp:///" + where
+    value = {"src-uri": vhost_uri, "src-queue": "jobs", "dest-uri": vhost_uri, "dest-queue": "sink"}
+    created = requests.put(
+        f"{broker.url}/api/parameters/shovel/{where}/{shovel}", json={"value": value}, auth=broker.auth, timeout=30
+    )
+    assert created.status_code in (201, 204), created.text
+    try:
+        changed = _topology(vhost_name, "jobs: {migrate: true, arguments: {x-max-length: 10}}")
+        deadline = time.monotonic() + 30
+        # Until the broker lists the shovel's consumer (statistics lag): only then is the check meaningful.
+        while not requests.get(f"{broker.url}/api/consumers/{where}", auth=broker.auth, timeout=30).json():
+            assert time.monotonic() < deadline, "the shovel's consumer never appeared"
+            time.sleep(0.2)
+        time.sleep(6)  # and the queue's own consumers statistic, refreshed every few seconds
+        plan = _plan_json(topo, changed)
+        [change] = [c for c in plan["changes"] if c["kind"] == "queue" and c["name"] == "jobs"]
+        assert change["consumers"] == 0, change
+        assert migrate.PREFIX not in json.dumps(plan["unmanaged"]), plan["unmanaged"]
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url(broker, vhost_name)))
+        channel = connection.channel()
+        channel.basic_consume("jobs", lambda *_: None)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                listed = requests.get(f"{broker.url}/api/consumers/{where}", auth=broker.auth, timeout=30).json()
+                if len(listed) >= 2:
+                    break
+                assert time.monotonic() < deadline, listed
+                connection.process_data_events(0.2)
+            plan = _plan_json(topo, changed)
+            [change] = [c for c in plan["changes"] if c["kind"] == "queue" and c["name"] == "jobs"]
+            assert change["consumers"] == 1, change
+        finally:
+            connection.close()
+    finally:
+        requests.delete(f"{broker.url}/api/parameters/shovel/{where}/{shovel}", auth=broker.auth, timeout=30)

@@ -296,3 +296,16 @@ def test_uri_passwords_are_masked_in_every_output(password: str) -> None:
         for secret in (f"{password}z", f"{password}y", f"{password}w"):
             assert secret not in text
         assert "fed:***@new-host" in text and "fed:***@old-host" in text
+
+
+def test_a_migrated_queue_says_its_messages_are_moved_not_lost() -> None:
+    from topo.migrate import Migration
+
+    key = Key(Kind.QUEUE, "shop", "jobs")
+    before, after = queue_attrs(), {**queue_attrs(), "type": "quorum"}
+    change = Change(Action.REPLACE, key, before, after, "type classic → quorum (immutable)")
+    migration = Migration("shop", "jobs", before, after, messages=7, bindings=1)
+    text = render_text(Plan([change], held={key: Held(7, False, 0)}, migrations=(migration,)), colour=False)
+    assert "# holds 7 messages: the migration below moves them, none is lost" in text
+    assert "they would be lost" not in text and "Data loss" not in text
+    assert 'Migration of queue "jobs" in vhost "shop": 7 message(s)' in text

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from topo import holding
+from topo import holding, migrate
 from topo.kinds import definition
 from topo.kinds.vhost import DEFAULTS as VHOST_DEFAULTS
-from topo.normalize import MIGRATE_PREFIX
 from topo.ownership import non_durable, out_of_scope
 from topo.redact import mask_uris
 from topo.state import Actual, Desired, Key, Kind, Obj, same_value
@@ -76,7 +75,7 @@ def _short(value: Any) -> str:
 
 
 def diff(desired: Desired, actual: Actual) -> DiffResult:
-    actual, holds = holding.split(actual)
+    actual, holds = holding.split(migrate.without_temporaries(actual))
     result = DiffResult(holds=holds)
     managed = set(desired.vhosts)
     for key, want in desired.objects.items():
@@ -170,8 +169,6 @@ def _recreate_dropped_bindings(result: DiffResult, actual: Actual) -> None:
         if key.kind is not Kind.BINDING or key in planned:
             continue
         attrs = obj.attrs
-        if attrs["source"].startswith(MIGRATE_PREFIX) or attrs["destination"].startswith(MIGRATE_PREFIX):
-            continue  # an interrupted migration's own binding: the migration makes and removes those
         ends = {
             Key(Kind.EXCHANGE, key.vhost, attrs["source"]),
             Key(Kind(attrs["destination_type"]), key.vhost, attrs["destination"]),

@@ -165,7 +165,7 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
     check_protected(desired, result.changes, actual, _protected_queues(client, result.changes, actual))
     check_privileges(result.changes, actual)
     sees_all = bool(actual.my_tags & {"administrator", "monitoring"})
-    held = _count_messages(client, result.changes, warnings, sees_all)
+    held = _count_messages(client, result.changes, warnings, sees_all, migrate.shovel_sources(actual))
     migrations = migrate.plan(desired, actual, result.changes, held, lambda v, n: message_counts(client, v, n))
     policies = policies_after(desired, actual, result.changes)
     changes = preflight.explain(result.changes, desired, actual)
@@ -182,11 +182,16 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
 
 
 def _count_messages(
-    client: ManagementClient, changes: list[Change], warnings: list[str], sees_all: bool
+    client: ManagementClient,
+    changes: list[Change],
+    warnings: list[str],
+    sees_all: bool,
+    own_shovels: dict[str, dict[str, int]],
 ) -> dict[Key, Held]:
     """Message and consumer counts, only for the objects the plan destroys that hold messages (a queue;
     every queue of a vhost it deletes). `sees_all`: the connected user may list every consumer
-    (administrator or monitoring tag); what the broker cannot say about consumers goes to `warnings`."""
+    (administrator or monitoring tag); what the broker cannot say about consumers goes to `warnings`.
+    `own_shovels`: per vhost and queue, topo's migration shovels reading it: not counted as consumers."""
     destructive = [
         c for c in changes if c.action in (Action.DELETE, Action.REPLACE) and definition(c.kind).holds_messages
     ]
@@ -200,7 +205,9 @@ def _count_messages(
         for vhost in whole_vhosts | set(wanted)
     }
     subscribed = {
-        vhost: consumer_counts(client, vhost, None if vhost in whole_vhosts else wanted.get(vhost), sees_all)
+        vhost: consumer_counts(
+            client, vhost, None if vhost in whole_vhosts else wanted.get(vhost), sees_all, own_shovels.get(vhost)
+        )
         for vhost in whole_vhosts | set(wanted)
     }
     unknown: dict[str, set[str]] = {}

@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from topo import holding
+from topo import holding, migrate
 from topo.capabilities import Capabilities
 from topo.emit import Placeholder, dump
 from topo.errors import TopoError, ValidationFailed
@@ -161,7 +161,8 @@ def build_export(
     scope: ExportScope | None = None,
 ) -> ExportResult:
     """The YAML text, checked: loading it back must give exactly the objects it was made from."""
-    actual, holds = holding.split(actual)  # never exported, whatever the scope options say
+    # topo's own records and temporaries: never exported, whatever the scope options say.
+    actual, holds = holding.split(migrate.without_temporaries(actual))
     if holds:
         notes = [
             *notes,

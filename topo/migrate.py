@@ -198,6 +198,36 @@ def _same(have: dict[str, Any], want: dict[str, Any]) -> bool:
     return all(same_value(have.get(f), v) for f, v in want.items())
 
 
+def without_temporaries(actual: Actual) -> Actual:
+    """The broker's state without an interrupted migration's temporaries, their bindings and shovels:
+    they are topo's own, which the migration makes and removes (never planned, listed or exported)."""
+
+    def temporary(key: Key, attrs: dict[str, Any]) -> bool:
+        if key.kind in (Kind.QUEUE, Kind.EXCHANGE):
+            return is_temporary(key.name)
+        if key.kind is Kind.BINDING:
+            return is_temporary(attrs["source"]) or is_temporary(attrs["destination"])
+        return key.kind is Kind.PARAMETER and attrs.get("component") == "shovel" and is_temporary(attrs["name"])
+
+    if not any(temporary(key, obj.attrs) for key, obj in actual.objects.items()):
+        return actual
+    return replace(actual, objects={k: o for k, o in actual.objects.items() if not temporary(k, o.attrs)})
+
+
+def shovel_sources(actual: Actual) -> dict[str, dict[str, int]]:
+    """Per vhost and queue, how many of topo's migration shovels (left running by a killed apply) read it."""
+    found: dict[str, dict[str, int]] = {}
+    for key, obj in actual.objects.items():
+        attrs = obj.attrs
+        if key.kind is not Kind.PARAMETER or attrs.get("component") != "shovel" or not is_temporary(attrs["name"]):
+            continue
+        source = (attrs.get("value") or {}).get("src-queue")
+        if isinstance(source, str):
+            queues = found.setdefault(key.vhost, {})
+            queues[source] = queues.get(source, 0) + 1
+    return found
+
+
 def _binding_count(actual: Actual, target: Key) -> int:
     return sum(
         1

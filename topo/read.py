@@ -9,7 +9,7 @@ counts are fetched later, only for queues the plan would destroy.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -464,7 +464,11 @@ def internal_queues(client: ManagementClient, vhost: str) -> dict[str, str]:
 
 
 def consumer_counts(
-    client: ManagementClient, vhost: str, names: set[str] | None = None, complete_listing: bool = False
+    client: ManagementClient,
+    vhost: str,
+    names: set[str] | None = None,
+    complete_listing: bool = False,
+    own: Mapping[str, int] | None = None,
 ) -> dict[str, int | None]:
     """Consumers per queue in a vhost (of `names`, or all); None where the broker cannot say.
 
@@ -474,14 +478,25 @@ def consumer_counts(
     `consumers` statistic is there for every user, but absent for a queue until its first round
     (or everywhere, when the broker's statistics are disabled). Without a complete listing the
     larger of the two counts, and a queue with neither is None.
+
+    `own`: per queue, how many of topo's own migration shovels consume from it (a killed migration's
+    shovel keeps running); they are not the applications' consumers. A shovel consumes through a direct
+    connection, listed with the user "none", so in the listing only such consumers are taken off.
     """
     response = client.request(
         "GET", api_path("consumers", vhost), what=f"list consumers in vhost {vhost!r}", ok=(400, 404)
     )
+    own = own or {}
     listed: dict[str, int] = {}
+    internal: dict[str, int] = {}
     for consumer in response.json() if response.status_code == 200 else []:
         name = (consumer.get("queue") or {}).get("name")
         if name is not None and (names is None or name in names):
+            if (consumer.get("channel_details") or {}).get("user") == "none" and internal.get(name, 0) < own.get(
+                name, 0
+            ):
+                internal[name] = internal.get(name, 0) + 1
+                continue
             listed[name] = listed.get(name, 0) + 1
     if complete_listing and response.status_code == 200:
         return dict(listed) if names is None else {name: listed.get(name, 0) for name in names}
@@ -496,7 +511,7 @@ def consumer_counts(
         if statistic is None and name not in listed:
             counts[name] = None
         else:
-            counts[name] = max(int(statistic or 0), listed.get(name, 0))
+            counts[name] = max(int(statistic or 0) - own.get(name, 0), listed.get(name, 0), 0)
     return counts
 
 

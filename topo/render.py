@@ -87,10 +87,13 @@ def _change_lines(plan: Plan, change: Change, paint: _Painter) -> list[str]:
         label = "replace because" if change.action is Action.REPLACE else "because"
         lines.append(f"{pad}# {label}: {change.reason}")
     messages = plan.messages(change)
-    if messages:
+    migrated = any(m.key == change.key for m in plan.migrations)
+    if messages and migrated:
+        lines.append(f"{pad}# holds {_count(messages, 'message')}: the migration below moves them, none is lost")
+    elif messages:
         warning = f"{pad}# holds {_count(messages, 'message')}: they would be lost"
         lines.append(paint(warning, "1;31"))
-    if plan.messages_unknown(change):
+    if plan.messages_unknown(change) and not migrated:
         lines.append(paint(f"{pad}# the broker cannot count its messages: treated as holding some", "1;31"))
     consumers = plan.consumers(change)
     if consumers:
