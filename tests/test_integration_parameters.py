@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
-from urllib.parse import quote
 
 import pytest
+from clients import amqp_url
 
 from broker_api import Api
 from cli_runner import broker_env, run_topo
@@ -113,7 +113,7 @@ def test_the_federation_plugins_own_objects_are_never_listed_pruned_or_exported(
     # A link inside the test node: the downstream vhost federates `events` from the upstream vhost, and
     # the plugin declares a queue and an internal exchange named "federation: ..." in the upstream one.
     upstream, downstream = f"{vhost_name}-up", vhost_name
-    uri = f"amqp://{broker.user}:{broker.password}@localhost:{broker.node.amqp_port}/{quote(upstream, safe='')}"
+    uri = amqp_url(broker, upstream)  # also with TOPO_TEST_URL: the broker's own AMQP port
     files = f"""
     prune: true
     vhosts:
