@@ -255,3 +255,36 @@ def test_a_killed_migrations_shovel_is_not_an_application_consumer(
             connection.close()
     finally:
         requests.delete(f"{broker.url}/api/parameters/shovel/{where}/{shovel}", auth=broker.auth, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "queue_type", "arguments"),
+    [
+        ("jobs: {type: quorum, migrate: true}", "jobs: {migrate: true}", "classic", {}),
+        (
+            "jobs: {type: quorum, migrate: true}",
+            "jobs: {type: quorum, migrate: true, arguments: {x-max-length: 50000}}",
+            "quorum",
+            {"x-max-length": 50000},
+        ),
+    ],
+    ids=["quorum-to-classic", "quorum-arguments"],
+)
+def test_a_migration_from_a_quorum_queue_moves_each_message_once(
+    broker: Any, vhost_name: str, topo: Any, before: str, after: str, queue_type: str, arguments: dict
+) -> None:
+    """Without a publisher: the shovels out of and back into the queue must not duplicate a message
+    (a quorum source once gave hundreds of extra copies, docs/migrate.md)."""
+    url = _setup(broker, vhost_name, topo, before)
+    began = time.monotonic()
+    result = topo("apply", "--auto-approve", topology=_topology(vhost_name, after))
+    seconds = time.monotonic() - began
+    assert result.code == 0, result.output
+    print(f"migrated {PRELOADED} messages in {seconds:.1f} s")
+    info = _queue(broker, vhost_name, "jobs")
+    assert info["type"] == queue_type
+    for key, value in arguments.items():
+        assert info["arguments"][key] == value
+    bodies = _drain(url, "jobs")
+    assert len(bodies) == PRELOADED, f"{len(bodies) - PRELOADED} extra"
+    assert bodies == [f"old-{n}" for n in range(PRELOADED)]

@@ -22,15 +22,18 @@ Steps (each idempotent; which one comes next is read from the broker, never from
 7. every S -> route becomes S -> Q again; delete route and spill.
 
 The broker's own dynamic shovels move the messages (ack-mode on-confirm: a message leaves its source
-only once the destination confirmed it), with src-delete-after queue-length, so a shovel finishes and
-deletes itself; topo waits for that, then deletes the source with if-empty (a quorum queue, which refuses
-if-empty, is first checked empty with a get that requeues). A shovel keeps running when topo is killed.
+only once the destination confirmed it). topo, not the shovel, decides when a shovel is done: once the
+source holds no message, neither ready nor delivered and unacknowledged (so every ack is settled), topo
+deletes the shovel, then the source with if-empty (a quorum queue, which refuses if-empty, is first
+checked empty with a get that requeues). A shovel keeps running when topo is killed; the next apply finds
+it by its name and waits for it the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -60,9 +63,13 @@ STEPS = (
     "bind route -> {q}; shovel incoming -> {q} (what was published meanwhile, after the old messages)",
     "move the bindings back from route to {q}; delete route, spill",
 )
-# Estimated from benchmarks/migrate_bench.py on a 2-core machine (3.10: ~9,000 messages/s per shovel).
-RATE = 5000.0
+# Messages per second one shovel moves: benchmarks/migrate_bench.py's raw shovel, N=10,000, 2-core machine
+# (benchmarks/README.md): 35,000 into a quorum queue (3.10 and 4.3), 37,000-55,000 into a classic one. The
+# slower: the estimate is for the move; a quorum source adds up to one tick (QUORUM_TICK), not counted.
+RATE = 35_000.0
 SHOVEL_TIMEOUT = 3600.0
+# A quorum queue publishes its message counts once per tick (quorum_tick_interval, default 5000 ms).
+QUORUM_TICK = 5.0
 Report = Callable[[str], None]
 
 
@@ -364,7 +371,8 @@ def run(
         _drain(client, vhost, n["old"], None, queue, what, True)
     say(f"{queue}: step 6: shovel {n['incoming']} -> {queue}; bind route -> {queue}")
     # Most of what waits in incoming first, so that little published later overtakes it.
-    _shovel(client, vhost, n["incoming"], queue, what, time.monotonic())
+    _shovel(client, vhost, n["incoming"], queue, what)
+    _wait_moved(client, vhost, n["incoming"], what)
     _bind(client, vhost, n["route"], "q", queue, "", {}, what)
     _drain(client, vhost, n["incoming"], None, queue, what, True)
     say(f"{queue}: step 7: bindings back onto {queue}")
@@ -465,18 +473,35 @@ def _drain(
     what: str,
     allow_disruption: bool,
 ) -> None:
-    """Shovels `source` into `destination` until it is empty, then deletes it (only if empty)."""
+    """Shovels `source` into `destination` until every message of it is settled, stops the shovel, then
+    deletes `source` (only if empty; if something arrived meanwhile, once more)."""
     quorum = source_item is not None and (source_item.get("type") or "classic") != "classic"
     began = time.monotonic()
     while True:
-        _shovel(client, vhost, source, destination, what, began)
+        _shovel(client, vhost, source, destination, what)
+        _wait_settled(client, vhost, source, destination, quorum, what, began)
+        # Nothing is delivered and unsettled now: stopping the shovel returns nothing to the source.
+        client.delete(_shovel_path(vhost, source), what=what)
         if _delete_if_empty(client, vhost, source, quorum, allow_disruption, what):
             return
 
 
-def _shovel(client: ManagementClient, vhost: str, source: str, destination: str, what: str, began: float) -> None:
-    """One dynamic shovel moving what `source` holds when it starts; returns once it has finished."""
+def _shovel_path(vhost: str, source: str) -> str:
     shovel = name(vhost, source, "shovel") if not is_temporary(source) else source + ".shovel"
+    return api_path("parameters", "shovel", vhost, shovel)
+
+
+def _shovel(client: ManagementClient, vhost: str, source: str, destination: str, what: str) -> None:
+    """Starts a dynamic shovel `source` -> `destination` unless one is running (left by a killed topo).
+
+    It runs until topo deletes it: no src-delete-after. A shovel that stops itself after queue-length
+    messages (as topo's first versions did) exits as soon as its last confirms arrive, while its acks to a
+    quorum source may not be settled yet: the quorum queue returns those messages, whose copies are
+    already in the destination, and the next shovel moved them again (measured on 3.10 and 4.3, 2-3 runs
+    in 5, 309-919 messages each; docs/migrate.md)."""
+    path = _shovel_path(vhost, source)
+    if client.get_or_none(path, what=what) is not None:
+        return
     vhost_uri = "amqp:///" + quote(vhost, safe="")
     value = {
         "src-uri": vhost_uri,
@@ -484,17 +509,76 @@ def _shovel(client: ManagementClient, vhost: str, source: str, destination: str,
         "dest-uri": vhost_uri,
         "dest-queue": destination,
         "ack-mode": "on-confirm",
-        "src-delete-after": "queue-length",
     }
-    path = api_path("parameters", "shovel", vhost, shovel)
-    if client.get_or_none(path, what=what) is None:  # else a shovel left running by a killed topo: wait for it
-        client.put(path, {"value": value}, what=what)
+    client.put(path, {"value": value}, what=what)
+
+
+def _counts(client: ManagementClient, vhost: str, queue: str, what: str) -> tuple[int, int] | None:
+    """(ready, unacknowledged) of `queue`, None if it is gone. A classic queue answers from its process
+    (exact at once); a quorum queue from its last tick (every QUORUM_TICK seconds)."""
+    params = {
+        "disable_stats": "true",
+        "enable_queue_totals": "true",
+        "columns": "name,messages_ready,messages_unacknowledged",
+        "page": "1",
+        "page_size": "100",
+        "name": "^" + re.escape(queue) + "$",
+        "use_regex": "true",
+    }
+    listing = client.get_or_none(api_path("queues", vhost), what=what, params=params) or {}
+    for item in listing.get("items") or ():
+        if item.get("name") == queue:
+            return int(item.get("messages_ready") or 0), int(item.get("messages_unacknowledged") or 0)
+    return None
+
+
+def _wait_settled(
+    client: ManagementClient, vhost: str, source: str, destination: str, quorum: bool, what: str, began: float
+) -> None:
+    """Waits until `source` holds no message, ready or delivered to the shovel and not yet acked (with
+    on-confirm: acked once the destination confirmed it). Nothing new reaches the source meanwhile (or
+    only what the if-empty delete then finds), so once true it stays true.
+
+    A quorum queue's counts are those of its last tick: a zero read before its messages arrived could
+    be stale. They are trusted once they changed since the first read (so they come from a later tick)
+    or stayed zero for longer than a tick."""
+    first: tuple[int, int] | None = None
+    changed = False
+    zero_since: float | None = None
     pause = 0.02
-    while client.get_or_none(path, what=what) is not None:
-        if time.monotonic() - began > SHOVEL_TIMEOUT:
-            raise TopoError(f"{what}: the shovel {shovel!r} did not finish within {SHOVEL_TIMEOUT:.0f} s")
+    while True:
+        counts = _counts(client, vhost, source, what)
+        if counts is None:
+            return  # gone: deleted by an earlier run that was killed right after; nothing left to move
+        now = time.monotonic()
+        if first is None:
+            first = counts
+        changed = changed or counts != first
+        if counts == (0, 0):
+            if zero_since is not None and (not quorum or changed or now - zero_since > QUORUM_TICK + 1.0):
+                return
+            zero_since = zero_since if zero_since is not None else now
+        else:
+            zero_since = None
+            if client.get_or_none(_shovel_path(vhost, source), what=what) is None:
+                # A shovel of an older topo that deleted itself (src-delete-after): start ours.
+                _shovel(client, vhost, source, destination, what)
+        if now - began > SHOVEL_TIMEOUT:
+            held = f"{counts[0]} ready, {counts[1]} delivered and not acknowledged"
+            raise TopoError(f"{what}: {source!r} was not emptied within {SHOVEL_TIMEOUT:.0f} s ({held})")
         time.sleep(pause)
-        pause = min(pause * 2, 0.5)
+        pause = min(pause * 2, 0.25)
+
+
+def _wait_moved(client: ManagementClient, vhost: str, source: str, what: str) -> None:
+    """Waits (a bounded time) until the shovel has taken what `source` holds: for order, not for safety."""
+    counts = _counts(client, vhost, source, what)
+    deadline = time.monotonic() + 1.0 + 2 * (counts[0] if counts else 0) / RATE
+    pause = 0.02
+    while counts is not None and counts[0] and time.monotonic() < deadline:
+        time.sleep(pause)
+        pause = min(pause * 2, 0.25)
+        counts = _counts(client, vhost, source, what)
 
 
 def _delete_if_empty(
@@ -520,6 +604,9 @@ def _delete_if_empty(
         client.request("DELETE", f"{path}?{conditions}", what=what, ok=(404,))
     except BrokerError as exc:
         if exc.status == 400 and "not empty" in exc.reason:
+            return False
+        if exc.status == 400 and "in use" in exc.reason:
+            time.sleep(0.1)  # the stopped shovel's consumer, still going away
             return False
         raise
     return True
