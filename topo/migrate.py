@@ -140,10 +140,12 @@ def plan(
     changes: Iterable[Change],
     held: dict[Key, Held],
     counts: Callable[[str, set[str]], dict[str, int | None]],
+    needs: Callable[[tuple[Migration, ...]], list[str]] | None = None,
 ) -> tuple[Migration, ...]:
     """The replaces of queues that become migrations (opted in per queue, or all with --migrate),
     and the interrupted migrations found on the broker (always finished). Refuses, before any change,
-    what the broker or the user cannot do."""
+    what the broker or the user cannot do; `needs` tells what of that only the broker can answer (the
+    shovel plugin, permissions: migrate_checks.py)."""
     from topo.diff import Action
 
     by_key = {c.key: c for c in changes}
@@ -190,7 +192,7 @@ def plan(
             finish,
         )
     migrations = tuple(out[k] for k in sorted(out))
-    _refuse(migrations, actual)
+    _refuse(migrations, actual, needs)
     return migrations
 
 
@@ -241,12 +243,12 @@ def _binding_count(actual: Actual, target: Key) -> int:
     )
 
 
-def _refuse(migrations: tuple[Migration, ...], actual: Actual) -> None:
+def _refuse(
+    migrations: tuple[Migration, ...], actual: Actual, needs: Callable[[tuple[Migration, ...]], list[str]] | None
+) -> None:
     if not migrations:
         return
     problems = []
-    # Not checked here: whether the shovel plugin is enabled (the node listing's enabled_plugins misled a
-    # plan on a freshly started 4.3 node); a broker without it answers the first shovel PUT with an error.
     if not actual.my_tags & {"administrator", "policymaker"}:
         tags = ", ".join(sorted(actual.my_tags)) or "none"
         problems.append(
@@ -257,6 +259,8 @@ def _refuse(migrations: tuple[Migration, ...], actual: Actual) -> None:
         if migration.before is not None and migration.before.get("type") == "stream":
             where = f"queue {migration.queue!r} in vhost {migration.vhost!r}"
             problems.append(f"{where} is a stream: topo cannot migrate one (a shovel cannot read a stream to its end)")
+    if needs is not None:
+        problems.extend(needs(migrations))
     if problems:
         raise TopoError("cannot migrate:\n" + "\n".join(f"  {p}" for p in problems))
 
@@ -279,6 +283,7 @@ def to_json(m: Migration) -> dict[str, Any]:
         "vhost": m.vhost,
         "queue": m.queue,
         "messages": m.messages,
+        "bindings": m.bindings,
         "estimated_seconds": round(m.seconds(), 1),
         "interrupted": list(m.interrupted),
         "steps": m.steps(),
