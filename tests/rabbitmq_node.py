@@ -107,7 +107,10 @@ def _chroot_user(root: Path) -> tuple[int, int]:
         pass
     raise RabbitNodeError(f"no {_RABBITMQ_USER} user in {root}; run scripts/setup-rabbitmq4.sh")
 
+
 _instance_counter = itertools.count(1)
+# What every test node enables; `RabbitNode(plugins=...)` starts one with others (e.g. without the shovel).
+DEFAULT_PLUGINS = ("rabbitmq_management", "rabbitmq_mqtt", "rabbitmq_shovel", "rabbitmq_federation")
 
 
 class RabbitNodeError(RuntimeError):
@@ -256,12 +259,14 @@ class RabbitNode:
         version: str | None = None,
         start_timeout: float = 60.0,
         stop_timeout: float = 60.0,
+        plugins: Iterable[str] = DEFAULT_PLUGINS,
     ) -> None:
         self.version = version or selected_version()
         if self.version not in VERSIONS:
             raise RabbitNodeError(f"RabbitMQ {self.version!r}: expected one of {', '.join(VERSIONS)}")
         self.chrooted = self.version != "3.10"
         self.extra_config = list(extra_config)
+        self.plugins = tuple(plugins)
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         n = next(_instance_counter)
@@ -456,9 +461,7 @@ class RabbitNode:
         for sub in ("mnesia", "log"):
             (base / sub).mkdir()
         (base / "rabbit-env.conf").write_text("")  # keeps /etc/rabbitmq/rabbitmq-env.conf out
-        (base / "enabled_plugins").write_text(
-            "[rabbitmq_management,rabbitmq_mqtt,rabbitmq_shovel,rabbitmq_federation].\n"
-        )
+        (base / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
         conf = [
             f"listeners.tcp.default = {self.amqp_port}",
             "management.tcp.ip = 127.0.0.1",

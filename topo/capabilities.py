@@ -159,6 +159,39 @@ def _optional(client: ManagementClient, path: str, what: str, params: dict[str, 
     return response.json() if response.status_code == 200 else None
 
 
+SHOVEL_PLUGIN = "rabbitmq_shovel"
+
+
+def read_shovel_plugin(
+    client: ManagementClient, capabilities: Capabilities, vhost: str, probe_name: str
+) -> bool | None:
+    """Whether the shovel plugin runs: True, False, or None when this user cannot tell (no policymaker tag).
+
+    The node listing's enabled_plugins is readable by administrators and monitoring users only, and even
+    they do not get it on a node that has not sent its first statistics (measured: 4.3.6 lists nodes
+    without enabled_plugins right after boot); no listing a policymaker may read differs with the plugin
+    (GET /api/parameters/shovel/{vhost} answers [] either way, /api/shovels needs shovel_management,
+    /api/extensions lists only management extensions). What answers on 3.10 and 4.3, for administrators
+    and policymakers alike, is the runtime-parameter component itself: a shovel parameter that can never
+    be valid (no destination) is refused with "component shovel not found" without the plugin, and with
+    the shovel's own validation errors with it. Nothing is stored either way."""
+    if capabilities.plugins is not None and SHOVEL_PLUGIN in capabilities.plugins:
+        return True
+    from topo.apipath import api_path
+
+    path = api_path("parameters", "shovel", vhost, probe_name)
+    body = {"value": {"src-queue": probe_name}}  # no dest-uri: refused by the shovel's validation
+    response = client.request(
+        "PUT", path, what="check that the shovel plugin is enabled", body=body, ok=(400, 401, 403, 404)
+    )
+    if response.status_code < 300:  # never seen; should a broker store it, it must not stay
+        client.delete(path, what="remove the shovel plugin check")
+        return True
+    if response.status_code != 400:
+        return None
+    return "component shovel not found" not in response.text
+
+
 def read_capabilities(client: ManagementClient, concurrently: Callable[..., list[Any]] | None = None) -> Capabilities:
     """One read of everything below; `concurrently` runs the requests at once (see read._concurrently)."""
     calls: list[Callable[[], Any]] = [

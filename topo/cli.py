@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
@@ -43,7 +43,7 @@ _(globals(), "topo.render_markdown", "render_markdown")
 _(globals(), "topo.savedplan", "SavedPlan", "key_material", "read_identity", "refuse_if_stale", "refuse_other_broker")
 _(globals(), "topo.savedplan", "save")
 _(globals(), "topo.savedplan", load_saved="load")
-_(globals(), "topo.state", "Actual", "Kind")
+_(globals(), "topo.state", "Actual", "Key", "Kind")
 _(globals(), "topo.target", "Selection", "narrow", "parse_targets", "select")
 _(globals(), "topo.varfile", "environment_with")
 del _
@@ -73,7 +73,7 @@ if TYPE_CHECKING:  # the real imports, for linters and type checkers
     from topo.render_markdown import render_markdown
     from topo.savedplan import SavedPlan, key_material, read_identity, refuse_if_stale, refuse_other_broker, save
     from topo.savedplan import load as load_saved
-    from topo.state import Actual, Kind
+    from topo.state import Actual, Key, Kind
     from topo.target import Selection, narrow, parse_targets, select
     from topo.varfile import environment_with
 
@@ -236,14 +236,17 @@ def _load_and_plan(
     targets: list[str] | None = None,
     only_vhosts: list[str] | None = None,
     migrate: bool = False,
+    migrate_queues: Iterable[Key] = (),
 ) -> Planned:
-    """Loads the files and plans; `before_read` (apply's lock) runs before the broker is read."""
+    """Loads the files and plans; `before_read` (apply's lock) runs before the broker is read.
+    `migrate_queues`: queues to migrate as if they said `migrate: true` (a saved plan's migrations)."""
     # An apply reads the broker only once it holds the lock, so no read may start early.
     variables = environment_with(var_files)
     early = None if before_read is not None else _prefetch(files or [], options)
     loaded = load_topology(files or [], variables)
     if migrate:  # --migrate: every queue as if it said `migrate: true`
         loaded.desired.migrate.update(key for key in loaded.desired.objects if key.kind is Kind.QUEUE)
+    loaded.desired.migrate.update(key for key in migrate_queues if key in loaded.desired.objects)
     client = _client(options, loaded.broker)
     connection = client.connection
     if before_read is not None:
@@ -476,7 +479,11 @@ def apply(
             )
         else:
             plan_files, plan_vars, plan_targets, plan_vhosts = files, var_files, targets, only_vhosts
-        planned = _load_and_plan(plan_files, options, take_lock, plan_vars, plan_targets, plan_vhosts, migrate)
+        # A saved plan's migrations are planned as migrations again (and compared as such), --migrate or not.
+        saved_migrations = [Key(Kind.QUEUE, m["vhost"], m["queue"]) for m in saved[0].migrations] if saved else []
+        planned = _load_and_plan(
+            plan_files, options, take_lock, plan_vars, plan_targets, plan_vhosts, migrate, saved_migrations
+        )
         loaded, client, the_plan = planned.loaded, planned.client, planned.plan
         if saved:
             material = key_material(client.connection.password)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from topo import holding, migrate, preflight
+from topo import holding, migrate, migrate_checks, preflight
 from topo.apply import Progress, apply_plan, execute
 from topo.client import ManagementClient
 from topo.diff import Action, Change, diff
@@ -166,7 +166,14 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
     check_privileges(result.changes, actual)
     sees_all = bool(actual.my_tags & {"administrator", "monitoring"})
     held = _count_messages(client, result.changes, warnings, sees_all, migrate.shovel_sources(actual))
-    migrations = migrate.plan(desired, actual, result.changes, held, lambda v, n: message_counts(client, v, n))
+    migrations = migrate.plan(
+        desired,
+        actual,
+        result.changes,
+        held,
+        lambda v, n: message_counts(client, v, n),
+        lambda planned: migrate_checks.problems(client, actual, planned),
+    )
     policies = policies_after(desired, actual, result.changes)
     changes = preflight.explain(result.changes, desired, actual)
     return Plan(

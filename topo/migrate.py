@@ -70,6 +70,9 @@ RATE = 35_000.0
 SHOVEL_TIMEOUT = 3600.0
 # A quorum queue publishes its message counts once per tick (quorum_tick_interval, default 5000 ms).
 QUORUM_TICK = 5.0
+# How long only unacknowledged messages may stay in a source before topo stops waiting: the shovel
+# acks within milliseconds of each confirm, so these are an application consumer's.
+HELD_TIMEOUT = 30.0
 Report = Callable[[str], None]
 
 
@@ -147,10 +150,12 @@ def plan(
     changes: Iterable[Change],
     held: dict[Key, Held],
     counts: Callable[[str, set[str]], dict[str, int | None]],
+    needs: Callable[[tuple[Migration, ...]], list[str]] | None = None,
 ) -> tuple[Migration, ...]:
     """The replaces of queues that become migrations (opted in per queue, or all with --migrate),
     and the interrupted migrations found on the broker (always finished). Refuses, before any change,
-    what the broker or the user cannot do."""
+    what the broker or the user cannot do; `needs` tells what of that only the broker can answer (the
+    shovel plugin, permissions: migrate_checks.py)."""
     from topo.diff import Action
 
     by_key = {c.key: c for c in changes}
@@ -197,7 +202,7 @@ def plan(
             finish,
         )
     migrations = tuple(out[k] for k in sorted(out))
-    _refuse(migrations, actual)
+    _refuse(migrations, actual, needs)
     return migrations
 
 
@@ -248,12 +253,12 @@ def _binding_count(actual: Actual, target: Key) -> int:
     )
 
 
-def _refuse(migrations: tuple[Migration, ...], actual: Actual) -> None:
+def _refuse(
+    migrations: tuple[Migration, ...], actual: Actual, needs: Callable[[tuple[Migration, ...]], list[str]] | None
+) -> None:
     if not migrations:
         return
     problems = []
-    # Not checked here: whether the shovel plugin is enabled (the node listing's enabled_plugins misled a
-    # plan on a freshly started 4.3 node); a broker without it answers the first shovel PUT with an error.
     if not actual.my_tags & {"administrator", "policymaker"}:
         tags = ", ".join(sorted(actual.my_tags)) or "none"
         problems.append(
@@ -264,6 +269,8 @@ def _refuse(migrations: tuple[Migration, ...], actual: Actual) -> None:
         if migration.before is not None and migration.before.get("type") == "stream":
             where = f"queue {migration.queue!r} in vhost {migration.vhost!r}"
             problems.append(f"{where} is a stream: topo cannot migrate one (a shovel cannot read a stream to its end)")
+    if needs is not None:
+        problems.extend(needs(migrations))
     if problems:
         raise TopoError("cannot migrate:\n" + "\n".join(f"  {p}" for p in problems))
 
@@ -286,6 +293,7 @@ def to_json(m: Migration) -> dict[str, Any]:
         "vhost": m.vhost,
         "queue": m.queue,
         "messages": m.messages,
+        "bindings": m.bindings,
         "estimated_seconds": round(m.seconds(), 1),
         "interrupted": list(m.interrupted),
         "steps": m.steps(),
@@ -545,6 +553,8 @@ def _wait_settled(
     first: tuple[int, int] | None = None
     changed = False
     zero_since: float | None = None
+    held_since: float | None = None
+    last: tuple[int, int] | None = None
     pause = 0.02
     while True:
         counts = _counts(client, vhost, source, what)
@@ -560,12 +570,24 @@ def _wait_settled(
             zero_since = zero_since if zero_since is not None else now
         else:
             zero_since = None
+            if counts[0] == 0 and counts[1]:
+                held_since = held_since if held_since is not None and counts == last else now
+                if now - held_since > HELD_TIMEOUT + (QUORUM_TICK if quorum else 0.0):
+                    raise TopoError(
+                        f"{what}: queue {source!r} still holds {counts[1]} message(s) delivered to a consumer and "
+                        f"not acknowledged after {HELD_TIMEOUT:.0f} s; topo deletes no queue before they are "
+                        "settled. Have the consumer acknowledge them, or close it (the broker then returns them "
+                        "to the queue), and run apply again: the migration continues where it stopped"
+                    )
+            else:
+                held_since = None
             if client.get_or_none(_shovel_path(vhost, source), what=what) is None:
                 # A shovel of an older topo that deleted itself (src-delete-after): start ours.
                 _shovel(client, vhost, source, destination, what)
         if now - began > SHOVEL_TIMEOUT:
             held = f"{counts[0]} ready, {counts[1]} delivered and not acknowledged"
             raise TopoError(f"{what}: {source!r} was not emptied within {SHOVEL_TIMEOUT:.0f} s ({held})")
+        last = counts
         time.sleep(pause)
         pause = min(pause * 2, 0.25)
 

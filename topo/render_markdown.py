@@ -79,10 +79,12 @@ def _banners(plan: Plan) -> list[str]:
         if len(losses) > 20:
             out.append(f"> - … and {len(losses) - 20} more")
         out.append("")
+    migrated = {m.key for m in plan.migrations}  # routing keeps going: their own section says what stops
     disruptive = [
         c
         for c in plan.changes
-        if c.action is Action.REPLACE or (c.action is Action.DELETE and c.kind in _DISRUPTIVE_DELETES)
+        if c.key not in migrated
+        and (c.action is Action.REPLACE or (c.action is Action.DELETE and c.kind in _DISRUPTIVE_DELETES))
     ]
     if disruptive:
         kinds = Counter(f"{c.action.value} {c.kind.value.replace('_', ' ')}" for c in disruptive)
@@ -94,6 +96,22 @@ def _banners(plan: Plan) -> list[str]:
             "users stop what relies on them.",
             "",
         ]
+    return out
+
+
+def _migrations(plan: Plan) -> list[str]:
+    out: list[str] = []
+    for m in plan.migrations:
+        state = f" (interrupted: found {html.escape(', '.join(m.interrupted))}; finishing it)" if m.interrupted else ""
+        out += [
+            f"**Migration of queue {inline_code(m.queue)} in vhost {inline_code(m.vhost)}**{state}: "
+            f"{_plural(m.messages, 'message')}, about {m.seconds():.0f} s; nothing is lost, routing never stops. "
+            "Its consumers are cancelled when the old queue is deleted (`--allow-disruption`) and must consume "
+            "again once it is re-declared.",
+            "",
+        ]
+        out += [f"{number}. {html.escape(step)}" for number, step in enumerate(m.steps(), 1)]
+        out.append("")
     return out
 
 
@@ -143,6 +161,7 @@ def render_markdown(plan: Plan, title: str = "topo plan", notes: list[str] | Non
         out.append("")
         for vhost, group in groupby(plan.changes, key=lambda c: c.key.vhost):
             out += _vhost_section(plan, vhost, list(group))
+        out += _migrations(plan)
     if plan.unmanaged:
         out += [
             "<details>",

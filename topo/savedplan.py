@@ -5,6 +5,8 @@ What the file holds (format "topo-saved-plan", version 1; docs in README "Saved 
   user, the topology and var files the plan was made from, and the targets;
 - every change as data (action, object, before, after, reason), and the state of each object the
   changes depend on without changing it (a binding's exchange, a permission's user, the vhost);
+- every migration (migrate.py): the queue, its definition before and after, the bindings it moves, the
+  temporaries of an interrupted one, and its message count (shown, never compared: messages move);
 - no password, password hash or URI credential: each is a keyed digest, HMAC-SHA256 under a key
   derived from TOPO_PLAN_KEY (else the broker password of the connection), with a salt of the file's
   own and the object's identity in the message, so the file shows neither the secret nor which
@@ -34,6 +36,7 @@ from topo.client import ManagementClient
 from topo.depends import dependencies
 from topo.diff import Change
 from topo.errors import BrokerError, ConfigError, TopoError
+from topo.migrate import Migration
 from topo.passwords import Password
 from topo.plan import Plan
 from topo.redact import mask_uris, redact_url
@@ -42,6 +45,10 @@ from topo.state import Actual, Key, Kind, canonical
 
 FORMAT = "topo-saved-plan"
 VERSION = 1
+# A plan with migrations is version 2: a topo that reads only version 1 would apply it as plain replaces,
+# which its own plan refuses as data loss at best, and drops the messages with --allow-data-loss.
+MIGRATIONS_VERSION = 2
+READS = (VERSION, MIGRATIONS_VERSION)
 
 
 class StalePlan(TopoError):
@@ -135,6 +142,23 @@ def change_record(change: Change, sealer: Sealer) -> dict[str, Any]:
     }
 
 
+def migration_record(m: Migration, sealer: Sealer) -> dict[str, Any]:
+    return {
+        "vhost": m.vhost,
+        "queue": m.queue,
+        "before": _attrs(m.key, m.before, sealer),
+        "after": _attrs(m.key, m.after, sealer),
+        "messages": m.messages,
+        "bindings": m.bindings,
+        "interrupted": list(m.interrupted),
+        "finish": _attrs(m.key, m.finish, sealer),
+    }
+
+
+# What makes a saved migration stale: its definitions, never its message count.
+_MIGRATION_FIELDS = ("before", "after", "bindings", "interrupted", "finish")
+
+
 def dependency_records(changes: Iterable[Change], actual: Actual, sealer: Sealer) -> list[dict[str, Any]]:
     records = []
     for key in sorted(dependencies(changes)):
@@ -161,6 +185,7 @@ class SavedPlan:
     salt: str
     changes: list[dict[str, Any]]
     depends_on: list[dict[str, Any]]
+    migrations: list[dict[str, Any]] = field(default_factory=list)
     document: dict[str, Any] = field(default_factory=dict)  # everything else, for display
 
     @property
@@ -187,7 +212,7 @@ def save(
     sealer = Sealer(material, secrets.token_hex(16))
     document = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": MIGRATIONS_VERSION if plan.migrations else VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "topo_version": __version__,
         "broker": {
@@ -204,6 +229,7 @@ def save(
         "salt": sealer.salt,
         "changes": [change_record(change, sealer) for change in plan.changes],
         "depends_on": dependency_records(plan.changes, actual, sealer),
+        "migrations": [migration_record(m, sealer) for m in plan.migrations],
         # What the plan showed, for people reading the file; never compared (messages are counted again).
         "summary": plan_json["summary"],
         "data_loss": [
@@ -246,10 +272,10 @@ def load(path: str) -> SavedPlan:
         raise ConfigError(f"{path}: not a saved plan (unreadable or not JSON: {exc})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ConfigError(f"{path}: not a saved plan (made by `topo plan --out FILE`)")
-    if document.get("version") != VERSION:
+    if document.get("version") not in READS:
         raise ConfigError(
             f"{path}: saved plan format version {document.get('version')!r}; this topo ({__version__}) reads "
-            f"version {VERSION}: plan again with this topo"
+            f"versions {', '.join(map(str, READS))}: plan again with this topo"
         )
     try:
         broker = document["broker"]
@@ -263,6 +289,7 @@ def load(path: str) -> SavedPlan:
             salt=str(document["salt"]),
             changes=list(document["changes"]),
             depends_on=list(document["depends_on"]),
+            migrations=list(document.get("migrations", [])),
             document=document,
         )
     except (KeyError, TypeError) as exc:
@@ -314,6 +341,31 @@ def staleness(saved: SavedPlan, plan: Plan, actual: Actual, material: str | None
                 else _fields(record["state"], now["state"])
             )
             problems.append(f"{_where(record)}: the plan depends on it, and it changed on the broker ({state})")
+    # Through JSON, as the saved ones came back: a tuple in the fresh plan is the file's list.
+    fresh_migrations = json.loads(json.dumps([migration_record(m, sealer) for m in plan.migrations]))
+    problems.extend(_stale_migrations(saved.migrations, fresh_migrations))
+    return problems
+
+
+def _stale_migrations(saved: list[dict[str, Any]], fresh: list[dict[str, Any]]) -> list[str]:
+    def where(record: dict[str, Any]) -> str:
+        return f"migration of queue {record['queue']!r} in vhost {record['vhost']!r}"
+
+    before = {(r["vhost"], r["queue"]): r for r in saved}
+    now = {(r["vhost"], r["queue"]): r for r in fresh}
+    problems = []
+    for identity in sorted(set(before) | set(now)):
+        old, new = before.get(identity), now.get(identity)
+        if old is None:
+            assert new is not None
+            interrupted = f" (interrupted: found {', '.join(new['interrupted'])})" if new["interrupted"] else ""
+            problems.append(f"{where(new)}: not in the saved plan, now planned{interrupted}")
+        elif new is None:
+            problems.append(f"{where(old)}: planned, now no migration (the broker or the files changed since)")
+        else:
+            differ = [f for f in _MIGRATION_FIELDS if old.get(f) != new.get(f)]
+            if differ:
+                problems.append(f"{where(new)}: changed since the plan ({', '.join(differ)})")
     return problems
 
 
