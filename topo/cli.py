@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from topo import __version__
+from topo.cli_defer import defer_typer_adapters
 from topo.cli_options import UNSET, ConnectionOptions, connect, connection_options, resolve
 from topo.errors import NotConverged, TopoError
 from topo.lazy import lazy_import
@@ -47,6 +48,7 @@ _(globals(), "topo.state", "Actual", "Kind")
 _(globals(), "topo.target", "Selection", "narrow", "parse_targets", "select")
 _(globals(), "topo.varfile", "environment_with")
 del _
+defer_typer_adapters()
 if TYPE_CHECKING:  # the real imports, for linters and type checkers
     from topo import preflight
     from topo.client import ManagementClient
