@@ -6,10 +6,8 @@ import gc
 import json
 import os
 import sys
-import threading
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -50,6 +48,8 @@ _(globals(), "topo.varfile", "environment_with")
 del _
 defer_typer_adapters()
 if TYPE_CHECKING:  # the real imports, for linters and type checkers
+    from concurrent.futures import Future
+
     from topo import preflight
     from topo.client import ManagementClient
     from topo.definitions import read_definitions
@@ -301,6 +301,10 @@ def _prefetch(
         client = ManagementClient(resolve(options), notify=_err)
     except TopoError:
         return None
+    # Here, not at the top: concurrent.futures brings logging, 3 ms of every start that reads no broker.
+    import threading
+    from concurrent.futures import Future
+
     reading: Future[Actual] = Future()
 
     def read() -> None:
