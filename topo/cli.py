@@ -184,6 +184,24 @@ def _out(text: str) -> None:
     sys.stdout.flush()
 
 
+def _out_json(value: Any) -> None:
+    """`_out(json.dumps(value, indent=2, ensure_ascii=False) + "\n")`, written as it is encoded: with an
+    indent, json.dumps keeps every fragment (about 40 small strings per change) in one list before joining
+    them, and then the whole text: 695 MB peak for `plan --json` of 105,002 objects."""
+    parts: list[str] = []
+    size = 0
+    for chunk in json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(value):
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= 1 << 16:
+            sys.stdout.write("".join(parts))
+            parts.clear()
+            size = 0
+    parts.append("\n")
+    sys.stdout.write("".join(parts))
+    sys.stdout.flush()
+
+
 def _err(text: str) -> None:
     sys.stderr.write(scrub(text).rstrip("\n") + "\n")
     sys.stderr.flush()
@@ -390,7 +408,7 @@ def plan(
             )
             _err(f"Saved the plan to {out} ({size:,} bytes): apply exactly it with `topo apply {out}`.")
         if fmt is OutputFormat.JSON:
-            _out(json.dumps(_plan_document(planned), indent=2, ensure_ascii=False) + "\n")
+            _out_json(_plan_document(planned))
         elif fmt is OutputFormat.MARKDOWN:
             _out(render_markdown(the_plan))
         else:
