@@ -369,6 +369,11 @@ class TopoRunner:
         self.timeout = timeout
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOPO_")}
         env.update(TOPO_URL=target.url, TOPO_USER=target.user, TOPO_PASSWORD=target.password, NO_COLOR="1")
+        # Bytecode cached as for an installed package (pip compiles it at install), kept out of the source
+        # tree: with PYTHONDONTWRITEBYTECODE set and no cache, every start compiled topo's modules again
+        # (about 60 ms of each `topo validate`, a cost no user has).
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
         self.env = env
 
     def run(self, *args: str, expect: str | None = None) -> ChildRun:

@@ -6,10 +6,8 @@ import gc
 import json
 import os
 import sys
-import threading
 import traceback
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from topo import __version__
+from topo.cli_defer import defer_typer_adapters
 from topo.cli_options import UNSET, ConnectionOptions, connect, connection_options, resolve
 from topo.errors import NotConverged, TopoError
 from topo.lazy import lazy_import
@@ -47,7 +46,10 @@ _(globals(), "topo.state", "Actual", "Key", "Kind")
 _(globals(), "topo.target", "Selection", "narrow", "parse_targets", "select")
 _(globals(), "topo.varfile", "environment_with")
 del _
+defer_typer_adapters()
 if TYPE_CHECKING:  # the real imports, for linters and type checkers
+    from concurrent.futures import Future
+
     from topo import preflight
     from topo.client import ManagementClient
     from topo.definitions import read_definitions
@@ -182,6 +184,24 @@ def _out(text: str) -> None:
     sys.stdout.flush()
 
 
+def _out_json(value: Any) -> None:
+    """`_out(json.dumps(value, indent=2, ensure_ascii=False) + "\n")`, written as it is encoded: with an
+    indent, json.dumps keeps every fragment (about 40 small strings per change) in one list before joining
+    them, and then the whole text: 695 MB peak for `plan --json` of 105,002 objects."""
+    parts: list[str] = []
+    size = 0
+    for chunk in json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(value):
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= 1 << 16:
+            sys.stdout.write("".join(parts))
+            parts.clear()
+            size = 0
+    parts.append("\n")
+    sys.stdout.write("".join(parts))
+    sys.stdout.flush()
+
+
 def _err(text: str) -> None:
     sys.stderr.write(scrub(text).rstrip("\n") + "\n")
     sys.stderr.flush()
@@ -302,6 +322,10 @@ def _prefetch(
         client = ManagementClient(resolve(options), notify=_err)
     except TopoError:
         return None
+    # Here, not at the top: concurrent.futures brings logging, 3 ms of every start that reads no broker.
+    import threading
+    from concurrent.futures import Future
+
     reading: Future[Actual] = Future()
 
     def read() -> None:
@@ -387,7 +411,7 @@ def plan(
             )
             _err(f"Saved the plan to {out} ({size:,} bytes): apply exactly it with `topo apply {out}`.")
         if fmt is OutputFormat.JSON:
-            _out(json.dumps(_plan_document(planned), indent=2, ensure_ascii=False) + "\n")
+            _out_json(_plan_document(planned))
         elif fmt is OutputFormat.MARKDOWN:
             _out(render_markdown(the_plan))
         else:

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 from topo.arguments import EXCHANGE_ARGUMENTS, QUEUE_ARGUMENTS
 from topo.compat import ANY_PATCH, NEWEST_KNOWN, TOPIC_PERMISSION_NEEDS_EXCHANGE, version_text
-from topo.diff import Action, Change
 from topo.errors import Problem, TopoError
 from topo.normalize import tags_of
 from topo.policies import definition_problems, near_miss
@@ -24,6 +23,7 @@ from topo.state import Actual, Desired, Key, Kind, Location
 
 if TYPE_CHECKING:
     from topo.client import ManagementClient
+    from topo.diff import Change
 
 
 def _path_text(path: tuple[Any, ...]) -> str:
@@ -168,6 +168,8 @@ def against_broker(
 ) -> list[Problem]:
     """Problems only the broker's state shows: what a request would be refused for. Appends to
     `warnings` what the broker accepts but is probably wrong."""
+    from topo.diff import Action  # the diff (holding, migrate) is for plans: validate does without it
+
     problems: list[Problem] = []
     warnings = [] if warnings is None else warnings
     deleted = {c.key for c in changes if c.action is Action.DELETE}
@@ -234,6 +236,8 @@ def _topic_exchange_check(
 def _queue_limit_problems(desired: Desired, actual: Actual, changes: list[Change]) -> list[Problem]:
     """A vhost's max-queues limit (declared, or the broker's) that the planned queues would exceed: the
     broker refuses each queue beyond it ("queue limit in vhost ... is reached")."""
+    from topo.diff import Action  # the diff (holding, migrate) is for plans: validate does without it
+
     problems = []
     for vhost in desired.vhosts:
         limit_key = Key(Kind.VHOST_LIMIT, vhost, "max-queues")
@@ -285,6 +289,8 @@ _ACCESS = frozenset({Kind.USER, Kind.USER_LIMIT})
 def explain(changes: list[Change], desired: Desired, actual: Actual) -> list[Change]:
     """The changes, with reasons a reader needs that the diff cannot know: what a vhost delete takes
     with it, and why a queue declared without a type is replaced."""
+    from topo.diff import Action  # the diff (holding, migrate) is for plans: validate does without it
+
     contents: dict[str, dict[Kind, int]] = {}
     for key in actual.objects:
         if key.kind is not Kind.VHOST:
@@ -330,6 +336,8 @@ def _vhost_default(desired: Desired, key: Key) -> bool:
 
 def own_password_change(changes: list[Change], me: str) -> Change | None:
     """The change of the connected user's own password, if the plan has one: it must run last."""
+    from topo.diff import Action  # the diff (holding, migrate) is for plans: validate does without it
+
     for change in changes:
         own = change.kind is Kind.USER and change.key.name == me and change.action is Action.UPDATE
         if own and "password" in change.changed_fields():
