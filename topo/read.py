@@ -82,6 +82,7 @@ def read_broker(
         lambda: _read_definitions(client, path, what, single) if wanted != [] else None,
         lambda: _access(client, access),
         lambda: [_broker_wide(client, kind, access) for kind in wide],
+        first=3,  # the definitions: at N=10,000 it left 30-110 ms after the others, on the plan's critical path
     )
     identity = Identity(client.connection.user, frozenset(tags_of(whoami.get("tags"))))
     actual = Actual(identity, vhosts={item["name"] for item in vhost_list})
@@ -201,11 +202,13 @@ def keep_users_with_access(actual: Actual, vhosts: list[str]) -> None:
             del actual.objects[key]
 
 
-def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
+def _concurrently(*calls: Callable[[], Any], first: int = 0) -> list[Any]:
     """Runs the calls at once and returns their results in order (the first error is raised).
 
     Daemon threads rather than an executor: an executor's threads are joined when the interpreter
-    exits, so a read abandoned for a file error would keep topo waiting for a silent broker.
+    exits, so a read abandoned for a file error would keep topo waiting for a silent broker. The call at
+    index `first` starts before the others: the longest request, so that it leaves before the short ones
+    (and the file being parsed meanwhile) take the interpreter lock.
     """
     results: list[Any] = [None] * len(calls)
     errors: list[BaseException | None] = [None] * len(calls)
@@ -217,7 +220,7 @@ def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
             errors[index] = exc
 
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(calls))]
-    for thread in threads:
+    for thread in (threads[first], *threads[:first], *threads[first + 1 :]):
         thread.start()
     for thread in threads:
         thread.join()
