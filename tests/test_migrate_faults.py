@@ -253,6 +253,7 @@ def test_sigkill_at_every_write_of_a_migration_loses_nothing(
         assert writes >= 20, counter.writes  # a migration's steps are a few dozen writes
         _verify(broker, vhost_name, url, path, messages, old, 1_000_001, "classic", "uninterrupted")
         outcomes: dict[str, int] = {}
+        skipped: list[tuple[int, bool]] = []
         trials = [(point, after) for point in range(1, writes + 1) for after in (False, True)]
         if rabbitmq_version >= (4, 0) and not os.environ.get("TOPO_EVERY_KILL"):
             # 4.3 answers GET /api/overview 5 s late after a queue a shovel read is deleted (measured), which
@@ -274,6 +275,12 @@ def test_sigkill_at_every_write_of_a_migration_loses_nothing(
             killer.process = _start(path, log, proxy.url, broker)
             code = killer.process.wait(timeout=300)
             killed = time.monotonic()
+            if code == 0 and killer.target is None and point > writes - 3:
+                # This run made fewer writes than the counted one (a shovel's end is polled, so the last
+                # deletes can come in another number): the point did not exist; the run must still be right.
+                _verify(broker, vhost_name, url, path, messages, old, max_length, "classic", context)
+                skipped.append((point, after))
+                continue
             assert code == -signal.SIGKILL, f"{context}: exit {code}\n{log.read_text()}"
             proxy.idle()
             assert killer.target is not None
@@ -294,10 +301,16 @@ def test_sigkill_at_every_write_of_a_migration_loses_nothing(
             )
     finally:
         messages.close()
-    print(f"{writes} writes, {len(trials)} kills: {outcomes}; 0 lost, 0 duplicated")
+    print(f"{writes} writes, {len(trials)} kills ({len(skipped)} points absent): {outcomes}; 0 lost, 0 duplicated")
     # Every kill from the first write's answer to the last temporary's delete left an interrupted migration.
     last = max(n for n, write in enumerate(counter.writes, 1) if write.startswith("DELETE") and ".spill" in write)
-    expected = sum(1 for point, after in trials if (1, False) < (point, after) < (last, True))
+    # The plan's own checks come first: writes the broker refuses by design (migrate_checks.py), on
+    # topo.migrate.<hash>.probe and on the queue itself. The migration's first write declares incoming.
+    first = min(n for n, write in enumerate(counter.writes, 1) if write.startswith("PUT") and ".incoming" in write)
+    expected = sum(
+        1 for point, after in trials if (first, False) < (point, after) < (last, True) and (point, after) not in skipped
+    )
+    assert len(skipped) <= 4, skipped
     assert outcomes.get("interrupted") == expected, (outcomes, counter.writes)
 
 

@@ -174,6 +174,7 @@ def build_plan(client: ManagementClient, desired: Desired, actual: Actual | None
         lambda v, n: message_counts(client, v, n),
         lambda planned: migrate_checks.problems(client, actual, planned),
     )
+    result.changes[:] = migrate.without_moved_bindings(result.changes, migrations, actual)
     policies = policies_after(desired, actual, result.changes)
     changes = preflight.explain(result.changes, desired, actual)
     return Plan(

@@ -226,6 +226,26 @@ def without_temporaries(actual: Actual) -> Actual:
     return replace(actual, objects={k: o for k, o in actual.objects.items() if not temporary(k, o.attrs)})
 
 
+def without_moved_bindings(changes: list[Change], migrations: tuple[Migration, ...], actual: Actual) -> list[Change]:
+    """The changes without the re-creates of bindings a migration moves away and back itself (a replace
+    would drop them; a migration keeps them): listing them would show work that is not done."""
+    migrated = {m.key for m in migrations}
+    if not migrated:
+        return changes
+    from topo.diff import Action
+
+    def moved(change: Change) -> bool:
+        if change.kind is not Kind.BINDING or change.action is not Action.CREATE or change.key not in actual.objects:
+            return False
+        attrs = change.after or {}
+        return (
+            attrs.get("destination_type") == "queue"
+            and Key(Kind.QUEUE, change.key.vhost, attrs.get("destination", "")) in migrated
+        )
+
+    return [c for c in changes if not moved(c)]
+
+
 def shovel_sources(actual: Actual) -> dict[str, dict[str, int]]:
     """Per vhost and queue, how many of topo's migration shovels (left running by a killed apply) read it."""
     found: dict[str, dict[str, int]] = {}
