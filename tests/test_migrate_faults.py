@@ -317,7 +317,7 @@ def test_sigkill_at_every_write_of_a_migration_loses_nothing(
 
 # -- 2. the broker restarted during a shovel step ------------------------------------------------------
 
-RESTART_MESSAGES = 5_000
+RESTART_MESSAGES = 20_000
 PAD = "x" * 4096  # bodies of 4 KiB: each shovel step then lasts long enough for a node's stop to land in it
 
 
@@ -403,7 +403,7 @@ class RestartAt:
 
 
 def test_a_broker_restart_during_shovel_steps_loses_nothing(own_node: RabbitNode, tmp_path: Path) -> None:
-    """5,000 persistent messages of 4 KiB; the node restarted (rabbitmqctl stop, start on the same data)
+    """20,000 persistent messages of 4 KiB; the node restarted (rabbitmqctl stop, start on the same data)
     right after the shovel jobs -> old starts, and again after the shovel old -> jobs starts. topo's apply
     rides the restarts out (it waits for a restarting broker) or fails with a clear error; then plan shows
     what is left and apply finishes it: every message at least once, in order, duplicates counted."""
