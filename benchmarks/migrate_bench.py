@@ -44,6 +44,7 @@ from urllib.parse import quote
 
 import pika
 import requests
+from bench import git_revision
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 600.0  # every wait and every topo run; a hang ends the benchmark with an error
@@ -242,15 +243,6 @@ def report(n: int, runs: int, results: dict[str, dict[str, list[float]]], info: 
 
 def machine_info(api: Api) -> dict[str, Any]:
     overview = api.call("GET", "/api/overview").json()
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "topo"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        head, dirty = "unknown", ""
     return {
         "cpus": len(os.sched_getaffinity(0)),
         "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
@@ -258,7 +250,7 @@ def machine_info(api: Api) -> dict[str, Any]:
         "rabbitmq_version": overview.get("rabbitmq_version", "?"),
         "erlang_version": overview.get("erlang_version", "?"),
         "python_version": platform.python_version(),
-        "topo_revision": f"{head} (uncommitted changes in topo/)" if dirty else head,
+        "topo_revision": git_revision(),
     }
 
 

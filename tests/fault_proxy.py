@@ -10,13 +10,16 @@ the answer goes back with a Content-Length on the client's keep-alive connection
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 FAULTS = (
     "drop",  # close the connection without forwarding: the broker never saw the request
@@ -270,3 +273,41 @@ def _dechunk(data: bytes) -> bytes:
         out += data[:size]
         data = data[size + 2 :]
     return out
+
+
+def is_write(request: Request) -> bool:
+    return request.method != "GET"
+
+
+class KillAtWrite:
+    """Proxy hooks that SIGKILL the process under test on its `point`-th write request: before forwarding
+    it (the broker never sees it), or `after` the broker answered it (the answer is lost). Point 0 never
+    kills: it counts the writes of a whole run (`seen`, and `writes`: the method and path of each)."""
+
+    def __init__(self, point: int, after: bool) -> None:
+        self.point, self.after = point, after
+        self.seen = 0
+        self.target: Request | None = None
+        self.process: subprocess.Popen[Any] | None = None
+        self.writes: list[str] = []
+
+    def _kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=60)
+
+    def policy(self, request: Request, in_a_row: int) -> str | None:
+        if not is_write(request):
+            return None
+        self.seen += 1  # the proxy calls its policy under its lock: one at a time
+        self.writes.append(f"{request.method} {request.path}")
+        if self.point and self.seen == self.point:
+            self.target = request
+            if not self.after:
+                self._kill()
+                return "drop"
+        return None
+
+    def forwarded(self, request: Request) -> None:
+        if self.after and request is self.target:
+            self._kill()

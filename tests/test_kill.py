@@ -81,11 +81,11 @@ def test_sigkill_at_spread_writes_of_queue_replaces_loses_no_binding(
     broker: Any, api: Api, vhost_name: str, tmp_path: Path
 ) -> None:
     """SIGKILL on the Nth write request of an apply that replaces 8 queues with 6 undeclared bindings
-    each, N spread over all its writes (see _KillAt; was: at random moments, whose timing-based checks
+    each, N spread over all its writes (see KillAtWrite; was: at random moments, whose timing-based checks
     failed on a loaded machine)."""
     from urllib.parse import urlparse
 
-    from fault_proxy import FaultProxy
+    from fault_proxy import FaultProxy, KillAtWrite
 
     path = tmp_path / "t.yaml"
     _setup(api, broker, vhost_name, path)
@@ -101,7 +101,7 @@ def test_sigkill_at_spread_writes_of_queue_replaces_loses_no_binding(
         )
 
     try:
-        counter = _KillAt(0, False)  # never kills: counts the writes of one whole apply
+        counter = KillAtWrite(0, False)  # never kills: counts the writes of one whole apply
         proxy.policy = counter.policy
         assert apply_through_proxy(11).wait(timeout=180) == 0
         writes = counter.seen
@@ -109,7 +109,7 @@ def test_sigkill_at_spread_writes_of_queue_replaces_loses_no_binding(
         assert len(points) >= 20, writes
         lost = after_loss = 0
         for trial, point in enumerate(points):
-            killer = _KillAt(point, after=trial % 2 == 1)
+            killer = KillAtWrite(point, after=trial % 2 == 1)
             proxy.policy, proxy.forwarded = killer.policy, killer.forwarded
             process = killer.process = apply_through_proxy(12 + trial)
             assert process.wait(timeout=180) == -signal.SIGKILL, (point, process.communicate()[1])
@@ -294,41 +294,6 @@ def _mixed_topology(vhost: str, flip: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _writes(request: Any) -> bool:
-    return request.method != "GET"
-
-
-class _KillAt:
-    """A fault proxy's policy that SIGKILLs the apply on its `point`-th write request: before forwarding
-    it (the broker never sees it), or `after` the broker answered it (the answer is lost)."""
-
-    def __init__(self, point: int, after: bool) -> None:
-        self.point, self.after = point, after
-        self.seen = 0
-        self.target: Any = None
-        self.process: subprocess.Popen[str] | None = None
-
-    def _kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=60)
-
-    def policy(self, request: Any, in_a_row: int) -> str | None:
-        if not _writes(request):
-            return None
-        self.seen += 1  # the proxy calls its policy under its lock: one at a time
-        if self.point and self.seen == self.point:
-            self.target = request
-            if not self.after:
-                self._kill()
-                return "drop"
-        return None
-
-    def forwarded(self, request: Any) -> None:
-        if self.after and request is self.target:
-            self._kill()
-
-
 def test_sigkill_at_spread_writes_of_an_apply_of_replaces_loses_nothing(
     broker: Any, api: Api, vhost_name: str, tmp_path: Path
 ) -> None:
@@ -340,7 +305,7 @@ def test_sigkill_at_spread_writes_of_an_apply_of_replaces_loses_nothing(
     exchanges. After each kill the next apply exits 0, loses nothing, leaves no hold, and plans nothing more."""
     from urllib.parse import urlparse
 
-    from fault_proxy import FaultProxy
+    from fault_proxy import FaultProxy, KillAtWrite, is_write
 
     path = tmp_path / "t.yaml"
     user = f"{vhost_name}-app"
@@ -382,7 +347,7 @@ def test_sigkill_at_spread_writes_of_an_apply_of_replaces_loses_nothing(
 
         def count(request: Any, in_a_row: int) -> None:
             nonlocal counted
-            counted += _writes(request)
+            counted += is_write(request)
 
         proxy.policy = count  # type: ignore[assignment]
         flip = True
@@ -397,7 +362,7 @@ def test_sigkill_at_spread_writes_of_an_apply_of_replaces_loses_nothing(
         for trial, point in enumerate(points):
             flip = not flip
             after = trial % 2 == 1  # alternately: the broker never saw the Nth write, or acted on it
-            killer = _KillAt(point, after)
+            killer = KillAtWrite(point, after)
             proxy.policy, proxy.forwarded = killer.policy, killer.forwarded
             process = killer.process = apply_through_proxy(flip)
             code = process.wait(timeout=180)

@@ -37,7 +37,7 @@ from clients import amqp_url
 from test_migrate import _drain, _topology
 
 from cli_runner import broker_env, run_topo
-from fault_proxy import FaultProxy, Request
+from fault_proxy import FaultProxy, KillAtWrite, Request, is_write
 from rabbitmq_node import Broker, RabbitNode
 from topo import migrate
 
@@ -49,10 +49,6 @@ APP_KEY = "app.key"  # the application's own binding orders -> jobs, which the f
 def _definition(vhost: str, max_length: int, queue_type: str = "classic") -> str:
     queue = f"jobs: {{type: {queue_type}, migrate: true, arguments: {{x-max-length: {max_length}}}}}"
     return textwrap.dedent(_topology(vhost, queue))
-
-
-def _writes(request: Request) -> bool:
-    return request.method != "GET"
 
 
 class Messages:
@@ -99,45 +95,19 @@ class Messages:
             self.connection.close()
 
 
-class KillAt:
-    """Proxy hooks: publish a message before each write request reaches the broker, and SIGKILL topo on
-    its `point`-th write: before forwarding it (the broker never sees it), or `after` the broker acted on
-    it (the answer lost). Point 0 never kills: it counts the writes of a whole migration."""
+class KillAt(KillAtWrite):
+    """KillAtWrite that also publishes a message before each write request reaches the broker."""
 
     def __init__(self, point: int, after: bool, messages: Messages) -> None:
-        self.point, self.after, self.messages = point, after, messages
-        self.seen = 0
-        self.target: Request | None = None
-        self.process: subprocess.Popen[bytes] | None = None
-        self.writes: list[str] = []  # method and path of each write, for failure messages
+        super().__init__(point, after)
+        self.messages = messages
 
     def install(self, proxy: FaultProxy) -> None:
         proxy.policy, proxy.forwarding, proxy.forwarded = self.policy, self.forwarding, self.forwarded
 
-    def _kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=60)
-
-    def policy(self, request: Request, in_a_row: int) -> str | None:
-        if not _writes(request):
-            return None
-        self.seen += 1  # the proxy calls its policy under its lock: one at a time
-        self.writes.append(f"{request.method} {request.path}")
-        if self.point and self.seen == self.point:
-            self.target = request
-            if not self.after:
-                self._kill()
-                return "drop"
-        return None
-
     def forwarding(self, request: Request) -> None:
-        if _writes(request):
+        if is_write(request):
             self.messages.publish()
-
-    def forwarded(self, request: Request) -> None:
-        if self.after and request is self.target:
-            self._kill()
 
 
 def _api(broker: Any, *segments: str) -> Any:
@@ -497,7 +467,7 @@ class RandomFaults:
         return fault
 
     def forwarding(self, request: Request) -> None:
-        if _writes(request):
+        if is_write(request):
             self.messages.publish()
 
 
