@@ -286,6 +286,68 @@ def test_sigkill_at_every_write_of_a_migration_loses_nothing(
     assert outcomes.get("interrupted") == expected, (outcomes, counter.writes)
 
 
+def test_sigkill_of_the_apply_that_finishes_a_killed_migration_loses_nothing(
+    broker: Any, vhost_name: str, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """A migration killed while a shovel runs (after the broker started the first one, and after it
+    declared the queue anew), then the apply that finishes it killed too, at its 1st, 3rd and 6th write:
+    a third apply finishes; nothing is lost or duplicated, whichever run wrote last."""
+    path = tmp_path / "t.yaml"
+    url = _setup(broker, vhost_name, path, 1_000_000)
+    messages = Messages(url)
+    killed_twice = 0
+    try:
+        old = messages.fill(MESSAGES)
+        counter = KillAt(0, False, messages)
+        counter.install(proxy)
+        path.write_text(_definition(vhost_name, 1_000_001))
+        counter.process = _start(path, tmp_path / "count.log", proxy.url, broker)
+        assert counter.process.wait(timeout=300) == 0, (tmp_path / "count.log").read_text()
+        _verify(broker, vhost_name, url, path, messages, old, 1_000_001, "classic", "uninterrupted")
+        writes = list(enumerate(counter.writes, 1))
+        # The plan's probes (migrate_checks.py) write first, the queue among them; the migration's writes
+        # begin with incoming's declaration.
+        begun = min(n for n, write in writes if write.startswith("PUT") and ".incoming" in write)
+        ours = [(n, write) for n, write in writes if n > begun and write.startswith("PUT")]
+        first_shovel = min(n for n, write in ours if "/parameters/shovel/" in write)
+        redeclared = min(n for n, write in ours if write.endswith("/jobs"))
+        trial = 0
+        for first in (first_shovel, redeclared):
+            for second in (1, 3, 6):
+                trial += 1
+                max_length = 1_000_001 + trial
+                context = f"kill after write {first} ({counter.writes[first - 1]}), then at the next apply's {second}"
+                messages.confirmed.clear()
+                old = messages.fill(MESSAGES)
+                path.write_text(_definition(vhost_name, max_length))
+                killer = KillAt(first, True, messages)
+                killer.install(proxy)
+                killer.process = _start(path, tmp_path / f"first-{trial}.log", proxy.url, broker)
+                assert killer.process.wait(timeout=300) == -signal.SIGKILL, context
+                proxy.idle()
+                assert _plan_after_fault(broker, vhost_name, path, max_length, context) == "interrupted", context
+                again = KillAt(second, second % 2 == 0, messages)  # before the broker acts, or after
+                again.install(proxy)
+                log = tmp_path / f"second-{trial}.log"
+                again.process = _start(path, log, proxy.url, broker)
+                code = again.process.wait(timeout=300)
+                proxy.idle()
+                if code == 0:  # it finished in fewer writes: nothing to kill there; it must be right all the same
+                    assert again.target is None, f"{context}\n{log.read_text()}"
+                else:
+                    assert code == -signal.SIGKILL, f"{context}: exit {code}\n{log.read_text()}"
+                    killed_twice += 1
+                    _plan_after_fault(broker, vhost_name, path, max_length, context)
+                    finished = run_topo("apply", "--auto-approve", "--no-lock", "-f", str(path), env=broker_env(broker))
+                    state = _state(broker, vhost_name)
+                    assert finished.code == 0, f"{context}\n{finished.output}\n--- broker:\n{state}"
+                _verify(broker, vhost_name, url, path, messages, old, max_length, "classic", context)
+    finally:
+        messages.close()
+    print(f"{trial} migrations killed, {killed_twice} of their finishing applies killed too: 0 lost, 0 duplicated")
+    assert killed_twice >= 4, killed_twice  # the finishing apply makes more than 6 writes after most kills
+
+
 # -- 2. the broker restarted during a shovel step ------------------------------------------------------
 
 RESTART_MESSAGES = 20_000
@@ -323,8 +385,8 @@ class RestartAt:
     shovel in `sources` (by source queue), without waiting for topo: the node's stop lands while the
     shovel runs, which a look just before the stop confirms."""
 
-    def __init__(self, node: RabbitNode, vhost: str, sources: tuple[str, ...], url: str) -> None:
-        self.node, self.vhost, self.sources, self.url = node, vhost, list(sources), url
+    def __init__(self, node: RabbitNode, vhost: str, sources: tuple[str, ...], url: str, crash: bool) -> None:
+        self.node, self.vhost, self.sources, self.url, self.crash = node, vhost, list(sources), url, crash
         self.threads: list[threading.Thread] = []
         self.seconds: list[float] = []
         self.resumed: list[bool] = []  # per restart: the stop was sent while the shovel was running
@@ -346,7 +408,7 @@ class RestartAt:
     def _restart(self, source: str, shovel: str) -> None:
         try:
             running, messages = self._sample(source, shovel)
-            self.seconds.append(self.node.restart(sigterm=True))
+            self.seconds.append(self.node.restart(sigterm=not self.crash, sigkill=self.crash))
             # At the moment the stop was sent: the shovel still there, its source not yet empty.
             self.resumed.append(running and messages > 0)
             self.left.append(messages)
@@ -372,13 +434,16 @@ class RestartAt:
         return parameter.status_code == 200, messages
 
 
-def test_a_broker_restart_during_shovel_steps_loses_nothing(own_node: RabbitNode, tmp_path: Path) -> None:
-    """20,000 persistent messages of 4 KiB; the node restarted (rabbitmqctl stop, start on the same data)
-    right after the shovel jobs -> old starts, and again after the shovel old -> jobs starts. topo's apply
-    rides the restarts out (it waits for a restarting broker) or fails with a clear error; then plan shows
-    what is left and apply finishes it: every message at least once, in order, duplicates counted."""
+@pytest.mark.parametrize("how", ["stopped", "crashed"])
+def test_a_broker_restart_during_shovel_steps_loses_nothing(own_node: RabbitNode, tmp_path: Path, how: str) -> None:
+    """20,000 persistent messages of 4 KiB; the node restarted on the same data right after the shovel
+    jobs -> old starts, and again after the shovel old -> jobs starts: stopped (SIGTERM, a graceful stop)
+    or crashed (its VM SIGKILLed: no shutdown at all; the shovels confirm each message before they ack it,
+    so what a crash loses is acks, which makes duplicates, never a message). topo's apply rides the
+    restarts out (it waits for a restarting broker) or fails with a clear error; then plan shows what is
+    left and apply finishes it: every message at least once, in order, duplicates counted."""
     broker = Broker(url=own_node.url, user=own_node.user, password=own_node.password, node=own_node)
-    vhost = "migrate-restart"
+    vhost = f"migrate-restart-{how}"
     path = tmp_path / "t.yaml"
     url = _setup(broker, vhost, path, 1_000_000)
     connection = pika.BlockingConnection(pika.URLParameters(url))
@@ -391,7 +456,7 @@ def test_a_broker_restart_during_shovel_steps_loses_nothing(own_node: RabbitNode
     connection.close()
     parts = urlsplit(own_node.url)
     proxy = FaultProxy(parts.hostname or "127.0.0.1", parts.port or 15672)
-    restarts = RestartAt(own_node, vhost, ("jobs", migrate.name(vhost, "jobs", "old")), url)
+    restarts = RestartAt(own_node, vhost, ("jobs", migrate.name(vhost, "jobs", "old")), url, how == "crashed")
     proxy.forwarded = restarts.forwarded
     path.write_text(_definition(vhost, 1_000_001, "quorum"))
     log = tmp_path / "apply.log"
@@ -428,7 +493,7 @@ def test_a_broker_restart_during_shovel_steps_loses_nothing(own_node: RabbitNode
     first_seen_in_order = deduplicated == old
     duplicates = len(bodies) - len(set(bodies))
     print(
-        f"2 restarts ({', '.join(f'{s:.1f}' for s in restarts.seconds)} s; stopped mid-shovel: "
+        f"2 restarts, {how} ({', '.join(f'{s:.1f}' for s in restarts.seconds)} s; mid-shovel: "
         f"{restarts.resumed}, ready in the source at the stop: {restarts.left}), apply exit {code} in {seconds:.1f} s: "
         f"0 of {len(old)} lost, {duplicates} duplicated, "
         f"first copies in order: {first_seen_in_order}"
