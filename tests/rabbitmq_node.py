@@ -370,19 +370,18 @@ class RabbitNode:
         shutil.rmtree(self.base_dir, ignore_errors=True)
         self.base_dir = None
 
-    def restart(self, pause: float = 0.0, *, sigterm: bool = False, sigkill: bool = False) -> float:
+    def restart(self, pause: float = 0.0, *, sigterm: bool = False) -> float:
         """Stop the node (its data kept) and start it again, as an operator's restart does; returns the
         seconds from the stop until it has fully booted again. `sigterm`: stop it with SIGTERM (a graceful
         stop too, as systemd or Kubernetes do it) instead of `rabbitmqctl stop`, whose CLI takes a second or
-        two to start: the stop then begins at once. `sigkill`: kill its VM instead, as a crash, the kernel's
-        OOM killer or a lost machine do: nothing is shut down, the next start recovers from the disk."""
+        two to start: the stop then begins at once."""
         if self._proc is None or self.base_dir is None:
             raise RabbitNodeError(f"{self.nodename} is not running")
         began = time.monotonic()
         pid_file = self._dir / "rabbit.pid"
-        pid = self._read_pid(pid_file) if sigterm or sigkill else None
+        pid = self._read_pid(pid_file) if sigterm else None
         if pid is not None:
-            os.kill(pid, signal.SIGKILL if sigkill else signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)
         else:
             self.rabbitmqctl("stop", str(pid_file), timeout=self.stop_timeout)
         try:

@@ -77,6 +77,10 @@ QUORUM_TICK = 5.0
 # How long only unacknowledged messages may stay in a source before topo stops waiting: the shovel
 # acks within milliseconds of each confirm, so these are an application consumer's.
 HELD_TIMEOUT = 30.0
+# How long a shovel may move nothing while its source holds ready messages before topo stops waiting:
+# its destination takes no message (seen: a quorum queue declared just before a node crashed, whose
+# Raft member 3.10 then never restarted; a quorum queue without a majority online does the same).
+STALL_TIMEOUT = 60.0
 Report = Callable[[str], None]
 
 
@@ -581,6 +585,7 @@ def _wait_settled(
     zero_since: float | None = None
     held_since: float | None = None
     last: tuple[int, int] | None = None
+    moved_at = time.monotonic()  # when the counts last changed
     pause = 0.02
     while True:
         counts = _counts(client, vhost, source, what)
@@ -589,6 +594,8 @@ def _wait_settled(
         now = time.monotonic()
         if first is None:
             first = counts
+        if counts != last:
+            moved_at = now
         changed = changed or counts != first
         if counts == (0, 0):
             if zero_since is not None and (not quorum or changed or now - zero_since > QUORUM_TICK + 1.0):
@@ -607,6 +614,18 @@ def _wait_settled(
                     )
             else:
                 held_since = None
+                if counts[0] and now - moved_at > STALL_TIMEOUT + (QUORUM_TICK if quorum else 0.0):
+                    # Stopped, its unconfirmed messages go back to the source; left running, it would
+                    # re-declare the destination (as a plain classic queue) if someone deleted it.
+                    client.delete(_shovel_path(vhost, source), what=what)
+                    raise TopoError(
+                        f"{what}: the shovel from {source!r} to {destination!r} moved nothing for "
+                        f"{STALL_TIMEOUT:.0f} s ({counts[0]} ready, {counts[1]} taken by the shovel and not yet "
+                        f"confirmed by {destination!r}): {destination!r} takes no message. topo stopped the "
+                        f"shovel (its messages are back in {source!r}) and deleted nothing. Check the queue (a "
+                        "quorum queue needs a majority of its members online), then run apply again: the "
+                        "migration continues where it stopped"
+                    )
             if client.get_or_none(_shovel_path(vhost, source), what=what) is None:
                 # A shovel of an older topo that deleted itself (src-delete-after): start ours.
                 _shovel(client, vhost, source, destination, what)
