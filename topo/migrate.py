@@ -65,7 +65,7 @@ STEPS = (
 )
 # Messages per second one shovel moves: benchmarks/migrate_bench.py's raw shovel, N=10,000, 2-core machine
 # (benchmarks/README.md): 35,000 into a quorum queue (3.10 and 4.3), 37,000-55,000 into a classic one. The
-# slower: the estimate is for the move; a quorum source adds up to one tick (QUORUM_TICK), not counted.
+# slower: the estimate is for the move; a quorum source adds up to one tick (QUORUM_TICK, in seconds()).
 RATE = 35_000.0
 # The seven steps' requests and settle checks, without the moves: benchmarks/migrate_bench.py measured a
 # whole apply of 10,000 messages at 1.7 s, 0.57 s of it the moves at RATE and 1.1 s topo's start, plan,
@@ -583,9 +583,8 @@ def _wait_settled(
     first: tuple[int, int] | None = None
     changed = False
     zero_since: float | None = None
-    held_since: float | None = None
     last: tuple[int, int] | None = None
-    moved_at = time.monotonic()  # when the counts last changed
+    moved_at = 0.0  # when the counts last changed (the first read counts as a change)
     pause = 0.02
     while True:
         counts = _counts(client, vhost, source, what)
@@ -604,28 +603,25 @@ def _wait_settled(
         else:
             zero_since = None
             if counts[0] == 0 and counts[1]:
-                held_since = held_since if held_since is not None and counts == last else now
-                if now - held_since > HELD_TIMEOUT + (QUORUM_TICK if quorum else 0.0):
+                if now - moved_at > HELD_TIMEOUT + (QUORUM_TICK if quorum else 0.0):
                     raise TopoError(
                         f"{what}: queue {source!r} still holds {counts[1]} message(s) delivered to a consumer and "
                         f"not acknowledged after {HELD_TIMEOUT:.0f} s; topo deletes no queue before they are "
                         "settled. Have the consumer acknowledge them, or close it (the broker then returns them "
                         "to the queue), and run apply again: the migration continues where it stopped"
                     )
-            else:
-                held_since = None
-                if counts[0] and now - moved_at > STALL_TIMEOUT + (QUORUM_TICK if quorum else 0.0):
-                    # Stopped, its unconfirmed messages go back to the source; left running, it would
-                    # re-declare the destination (as a plain classic queue) if someone deleted it.
-                    client.delete(_shovel_path(vhost, source), what=what)
-                    raise TopoError(
-                        f"{what}: the shovel from {source!r} to {destination!r} moved nothing for "
-                        f"{STALL_TIMEOUT:.0f} s ({counts[0]} ready, {counts[1]} taken by the shovel and not yet "
-                        f"confirmed by {destination!r}): {destination!r} takes no message. topo stopped the "
-                        f"shovel (its messages are back in {source!r}) and deleted nothing. Check the queue (a "
-                        "quorum queue needs a majority of its members online), then run apply again: the "
-                        "migration continues where it stopped"
-                    )
+            elif now - moved_at > STALL_TIMEOUT + (QUORUM_TICK if quorum else 0.0):
+                # Stopped, its unconfirmed messages go back to the source; left running, it would
+                # re-declare the destination (as a plain classic queue) if someone deleted it.
+                client.delete(_shovel_path(vhost, source), what=what)
+                raise TopoError(
+                    f"{what}: the shovel from {source!r} to {destination!r} moved nothing for "
+                    f"{STALL_TIMEOUT:.0f} s ({counts[0]} ready, {counts[1]} taken by the shovel and not yet "
+                    f"confirmed by {destination!r}): {destination!r} takes no message. topo stopped the "
+                    f"shovel (its messages are back in {source!r}) and deleted nothing. Check the queue (a "
+                    "quorum queue needs a majority of its members online), then run apply again: the "
+                    "migration continues where it stopped"
+                )
             if client.get_or_none(_shovel_path(vhost, source), what=what) is None:
                 # A shovel of an older topo that deleted itself (src-delete-after): start ours.
                 _shovel(client, vhost, source, destination, what)
