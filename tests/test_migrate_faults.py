@@ -132,6 +132,11 @@ def _state(broker: Any, vhost: str) -> str:
                 lines.append(f"{kind[:-1]} {item['name']}: messages={item.get('messages')} {item.get('arguments')}")
     lines.append(f"shovels: {_api(broker, 'parameters', 'shovel', vhost)}")
     lines += [
+        f"consumer of {c['queue']['name']}: {c.get('consumer_tag')} prefetch={c.get('prefetch_count')} "
+        f"channel={c.get('channel_details')}"
+        for c in _api(broker, "consumers", vhost)
+    ]
+    lines += [
         f"binding {b['source']} -> {b['destination']} {b['routing_key']}" for b in _api(broker, "bindings", vhost)
     ]
     return "\n".join(lines)
