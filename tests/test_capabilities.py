@@ -105,3 +105,27 @@ def test_protected_objects_are_refused_at_plan_time() -> None:
     # Before 4.2 `protected` is a tag like any other; an unprotected vhost may be deleted.
     check_protected(desired, changes[1:2], _actual("4.1.4", user))
     check_protected(desired, changes[:1], _actual("4.3.6", Obj(vhost.key, {"protected_from_deletion": False})))
+
+
+def test_queue_argument_refusals_are_judged_once_per_argument_set_and_value_type() -> None:
+    """The cache behind queue_argument_refusals keys on each value's type too: True and 1 hash alike, but
+    x-queue-version: true is not x-queue-version: 1. Whatever was asked before, the answer is the uncached one."""
+    from topo.capabilities import _queue_argument_refusals
+
+    broker = Capabilities(version="4.3.6")
+    cases = [
+        ("classic", {"x-queue-version": True}),
+        ("classic", {"x-queue-version": 1}),
+        ("classic", {"x-queue-version": 1.0}),
+        ("classic", {"x-queue-version": 2}),
+        ("classic", {"x-message-ttl": 60000, "x-queue-version": 1}),
+        ("quorum", {"x-queue-version": 1}),
+        ("classic", {"x-dead-letter-routing-keys": ["a"]}),  # a list: not hashable, judged each time
+    ]
+    for _ in range(2):
+        for queue_type, arguments in cases:
+            expected = _queue_argument_refusals("4.3.6", queue_type, arguments)
+            assert broker.queue_argument_refusals(queue_type, arguments) == expected, (queue_type, arguments)
+    assert [name for name, _ in broker.queue_argument_refusals("classic", {"x-queue-version": 1})] == [
+        "x-queue-version"
+    ]

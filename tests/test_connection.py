@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -296,3 +297,12 @@ def test_short_secrets_are_not_registered() -> None:
     register_secret(None)
     register_secret("")
     assert scrub("zqzq xzqx") == "zqzq xzqx"
+
+
+def test_no_broker_section_has_the_broker_sections_defaults() -> None:
+    """resolve_connection uses NoBrokerSection to avoid importing the models: it must say what an empty
+    broker: section says."""
+    from topo.connection import NoBrokerSection
+    from topo.model import BrokerSpec
+
+    assert dataclasses.asdict(NoBrokerSection()) == BrokerSpec().model_dump()

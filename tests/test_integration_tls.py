@@ -387,3 +387,28 @@ def test_requests_ca_bundle_in_the_environment_does_not_override_the_options(
         args.append(str(tls_broker.pki.ca))
     result = run_topo("plan", "-f", str(topology), *args, env=_env(REQUESTS_CA_BUNDLE=bundle))
     assert result.code == 0, result.output
+
+
+def test_the_early_definitions_request_verifies_as_requests_does(tls_broker: TlsBroker) -> None:
+    """topo.first_read sends the plan's first request over the standard library's HTTPS client: with the
+    CA and the client certificate it gets the answer itself; trusting another CA, it gets nothing and the
+    ManagementClient's own request fails verification as before."""
+    from topo.client import ManagementClient
+    from topo.connection import Connection
+    from topo.errors import BrokerError
+    from topo.first_read import EarlyDefinitions
+
+    pki = tls_broker.pki
+    cert = (str(pki.client_cert), str(pki.client_key))
+
+    def connection(ca: Path) -> Connection:
+        return Connection(url=tls_broker.https_url, user="guest", password="guest", verify=str(ca), client_cert=cert)
+
+    trusted = EarlyDefinitions(connection(pki.ca), ["/"])
+    answer = trusted.answer(ManagementClient(connection(pki.ca)))
+    assert trusted._body is not None
+    assert answer is not None and "queues" in answer.json()
+    untrusted = EarlyDefinitions(connection(pki.other_ca), ["/"])
+    with pytest.raises(BrokerError, match="certificate verify failed"):
+        untrusted.answer(ManagementClient(connection(pki.other_ca)))
+    assert untrusted._body is None

@@ -6,9 +6,14 @@ a change brings pydantic back to `topo version` or the planner back to `topo val
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 # The file benchmarks/run_all.py times validate on.
 SMALL = Path(__file__).resolve().parent.parent / "benchmarks" / "startup.yaml"
@@ -64,3 +69,69 @@ def test_an_option_given_is_still_converted_and_checked() -> None:
     output, _, code = _run("plan", "--timeout", "0", "-f", "none.yaml")
     assert code == 1
     assert "Invalid value for '--timeout'" in output and "greater than or equal to 0.1" in output
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value", "expected"),
+    [
+        (str, "a.yaml", "a.yaml"),
+        (str | None, "a.yaml", "a.yaml"),
+        (bool, True, True),
+        (list[str] | None, ("a.yaml", "b.yaml"), ["a.yaml", "b.yaml"]),
+        (list[str], ["a.yaml"], ["a.yaml"]),
+    ],
+)
+def test_plain_option_values_need_no_adapter(annotation: Any, value: Any, expected: Any) -> None:
+    """What typer's pydantic adapter would hand back unchanged is handed back without building one."""
+    from topo.cli_defer import _as_given
+
+    given = _as_given(annotation, value)
+    assert given == expected and type(given) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value"),
+    [(int, 5), (float, 1), (str, 5), (bool, "yes"), (list[int], (1,)), (list[str], ("a", 1)), (str | int, "a")],
+)
+def test_other_option_values_go_to_the_adapter(annotation: Any, value: Any) -> None:
+    from topo.cli_defer import _UNSURE, _as_given
+
+    assert _as_given(annotation, value) is _UNSURE
+
+
+FIRST_CONNECT = """\
+import sys
+seen = []
+def hook(event, args):
+    if event == "socket.connect" and not seen:
+        seen.append(sorted(m for m in ("pydantic", "yaml", "topo.model", "topo.read") if m in sys.modules))
+sys.addaudithook(hook)
+sys.argv = ["topo", *sys.argv[1:]]
+from topo.__main__ import run
+try:
+    run()
+except SystemExit:
+    pass
+sys.stderr.write("\\nFIRST " + repr(seen))
+"""
+
+
+def test_plan_sends_its_first_request_before_importing_the_models(tmp_path: Path) -> None:
+    """topo.first_read: the definitions request leaves before pydantic, the models, the reader and the
+    YAML parser are imported (requests is imported meanwhile, on the main thread): 0.5 s of start-up that
+    the broker's own work now covers. A port nobody listens on will do: the attempt is what is watched."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    topology = tmp_path / "t.yaml"
+    topology.write_text("vhosts:\n  shop:\n    queues:\n      orders: {}\n")
+    env = {**os.environ, "TOPO_URL": f"http://127.0.0.1:{port}", "TOPO_TIMEOUT": "2"}
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_CONNECT, "plan", "-f", str(topology)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=120,
+        env=env,
+    )
+    assert "\nFIRST [[]]" in done.stderr, done.stderr[-2000:]

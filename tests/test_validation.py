@@ -586,7 +586,7 @@ def test_merge_keys_let_own_keys_override_and_absent_vhost_conflicts_in_any_orde
 
 
 def test_guess_vhosts_is_exact_or_gives_up(tmp_path: Path) -> None:
-    from topo.load import guess_vhosts
+    from topo.files import guess_vhosts
 
     plain = tmp_path / "a.yaml"
     plain.write_text(

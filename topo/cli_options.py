@@ -108,9 +108,7 @@ def connection_options(command: Command) -> Command:
             parameters.append(parameter.replace(annotation=hints.get(parameter.name, parameter.annotation)))
             continue
         for name, annotation, default in _PARAMETERS:
-            parameters.append(
-                inspect.Parameter(name, parameter.kind, default=default, annotation=annotation)
-            )
+            parameters.append(inspect.Parameter(name, parameter.kind, default=default, annotation=annotation))
     if len(parameters) == len(signature.parameters):
         raise TypeError(f"{command.__name__} has no `options` parameter")
 

@@ -236,6 +236,7 @@ CHANGES: tuple[Change, ...] = (
     ),
 )
 
+
 def default_delivery_limit(version: Version) -> int | None:
     """The delivery limit a quorum queue gets when nothing sets one (None: unlimited): 20 from 4.0, a
     message redelivered more often is dropped, or dead-lettered where the queue has a dead-letter target
@@ -353,6 +354,7 @@ PLUGIN_POLICY_KEYS: dict[str, str] = {
     "routing-key": "rabbitmq_sharding",
     "shards-per-node": "rabbitmq_sharding",
 }
+
 
 def queue_arguments_at(version: Version) -> Mapping[str, frozenset[str]]:
     """Per queue type, the arguments a broker of `version` lists for it (each queue type's capabilities()

@@ -9,13 +9,33 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from topo.errors import ConfigError
-from topo.model import BrokerSpec
 from topo.redact import register_secret, register_url_secret
 
+if TYPE_CHECKING:  # imported when needed: the models cost 0.25 s of a start that reads the broker first
+    from topo.model import BrokerSpec
+
 DEFAULT_URL = "http://localhost:15672"
+DEFAULT_TIMEOUT = 30  # seconds per request
+
+
+@dataclass(frozen=True, slots=True)
+class NoBrokerSection:
+    """What files without a broker: section say: BrokerSpec's defaults, without importing the models."""
+
+    url: str | None = None
+    user: str | None = None
+    password: str | None = None
+    ca_cert: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    insecure: bool = False
+    timeout: float | int = DEFAULT_TIMEOUT
+
+
 # How long to wait for a broker that stops answering mid-run (restarting): a restart of a test node on
 # a busy 2-core machine took 25-45 s (stop, boot, management plugin up); twice the slowest, rounded up.
 DEFAULT_RESTART_WAIT = 120.0
@@ -99,7 +119,7 @@ def resolve_connection(
     timeout: float | None = None,
     restart_wait: float | None = None,
 ) -> Connection:
-    spec = broker or BrokerSpec()
+    spec: BrokerSpec | NoBrokerSection = broker or NoBrokerSection()
     chosen_url = url or env.get("TOPO_URL") or spec.url or DEFAULT_URL
     parsed = parse_url(chosen_url)
     chosen_user = user or env.get("TOPO_USER") or spec.user or parsed.user or "guest"

@@ -29,6 +29,7 @@ from topo.arguments import (
     generic_argument_problems,
     queue_argument_problems,
 )
+from topo.connection import DEFAULT_TIMEOUT
 from topo.passwords import hash_problem
 
 ApplyTo = Literal["all", "queues", "exchanges", "classic_queues", "quorum_queues", "streams"]
@@ -571,7 +572,7 @@ class BrokerSpec(Spec):
     client_cert: str | None = None
     client_key: str | None = None
     insecure: bool = False
-    timeout: float | int = Field(30, gt=0, le=3600, description="Seconds to wait for each request.")
+    timeout: float | int = Field(DEFAULT_TIMEOUT, gt=0, le=3600, description="Seconds to wait for each request.")
 
     @classmethod
     def describe(cls) -> str:

@@ -21,6 +21,7 @@ from topo.apipath import api_path
 from topo.capabilities import Capabilities, read_capabilities
 from topo.client import ManagementClient
 from topo.errors import BrokerError, TopoError
+from topo.first_read import EarlyDefinitions, Unreadable, read_definitions, request_for
 from topo.kinds import definition, registry
 from topo.kinds.base import KindDef, Scope
 from topo.kinds.parameter import PARAMETER_SECTIONS
@@ -57,6 +58,7 @@ def read_broker(
     vhosts: Iterable[str] | None,
     access: Access = Access.NONE,
     broker_wide: Iterable[Kind] = (),
+    early: EarlyDefinitions | None = None,
 ) -> Reading:
     """Everything topo compares, for the given vhosts (None: every vhost) that exist: the one reader.
 
@@ -66,20 +68,18 @@ def read_broker(
     and permission listings. Definitions are for administrators: anyone else gets them assembled from the
     per-object listings it may read, and the result names the listings it was refused. `broker_wide`:
     the kinds outside vhosts to read too (global parameters), each from its own listing, under the same
-    access policy.
+    access policy. `early`: the definitions request, if already sent (topo.first_read).
     """
     wide = [definition(kind) for kind in dict.fromkeys(broker_wide)]
     wanted = None if vhosts is None else list(dict.fromkeys(vhosts))
-    single = wanted[0] if wanted is not None and len(wanted) == 1 else None
-    path, what = ("/api/definitions", "read definitions")
-    if single is not None:
-        path, what = api_path("definitions", single), f"read definitions of vhost {single!r}"
+    _path, what, single = request_for(wanted)
+    if early is not None and early.vhosts != wanted:
+        early = None  # sent for other vhosts than the files turned out to declare
     capabilities, vhost_list, whoami, response, listed, wide_listings = _concurrently(
         lambda: read_capabilities(client, _concurrently),
         lambda: client.get("/api/vhosts", what="list vhosts", params={"disable_stats": "true"}),
         lambda: client.get("/api/whoami", what="read the connected user's tags"),
-        # A vhost that does not exist yet answers 400 vhost_not_found (or 404): nothing to read then.
-        lambda: _read_definitions(client, path, what, single) if wanted != [] else None,
+        (lambda: early.answer(client)) if early is not None else (lambda: read_definitions(client, wanted)),
         lambda: _access(client, access),
         lambda: [_broker_wide(client, kind, access) for kind in wide],
         first=3,  # the definitions: at N=10,000 it left 30-110 ms after the others, on the plan's critical path
@@ -125,12 +125,16 @@ def read_broker(
 
 
 def read_actual(
-    client: ManagementClient, vhosts: Iterable[str], access_control: bool = False, broker_wide: Iterable[Kind] = ()
+    client: ManagementClient,
+    vhosts: Iterable[str],
+    access_control: bool = False,
+    broker_wide: Iterable[Kind] = (),
+    early: EarlyDefinitions | None = None,
 ) -> Actual:
     """The state `topo plan` compares: the given vhosts, users and access if the files manage them, and
     the `broker_wide` kinds the files declare."""
     access = Access.REQUIRED if access_control else Access.NONE
-    return read_broker(client, list(vhosts), access, broker_wide).actual
+    return read_broker(client, list(vhosts), access, broker_wide, early).actual
 
 
 def broker_wide_kinds() -> list[Kind]:
@@ -270,35 +274,15 @@ def _access(client: ManagementClient, access: Access) -> list[Any] | None:
         ) from None
 
 
-@dataclass(frozen=True, slots=True)
-class _Unreadable:
-    """A per-vhost definitions read the client gave up on (after its retries): `reason` says why."""
-
-    reason: str
-    status_code: int = 200
-
-
-def _read_definitions(
-    client: ManagementClient, path: str, what: str, single: str | None
-) -> requests.Response | _Unreadable:
-    try:
-        return client.request("GET", path, what=what, ok=(400, 401, 404))
-    except BrokerError as exc:
-        # RabbitMQ 4.x: HTTP 500, or a truncated body, for a vhost name with non-ASCII characters.
-        if single is None or not (exc.status == 500 or "cut short" in exc.reason):
-            raise
-        return _Unreadable(f"HTTP {exc.status}: {exc.reason}" if exc.status else exc.reason)
-
-
 def vhost_definitions(
-    client: ManagementClient, vhost: str, response: requests.Response | _Unreadable, notes: list[str]
+    client: ManagementClient, vhost: str, response: requests.Response | Unreadable, notes: list[str]
 ) -> dict[str, Any]:
     """One vhost's definitions, or its listings when the broker cannot give them.
 
     RabbitMQ 4.x breaks GET /api/definitions/{vhost} for a vhost with non-ASCII characters in its name
     (4.0: HTTP 500; 4.3: HTTP 200 with a truncated body); its listings are still right.
     """
-    if isinstance(response, _Unreadable):
+    if isinstance(response, Unreadable):
         problem = response.reason
     else:
         problem = f"HTTP {response.status_code}" if response.status_code != 200 else ""
