@@ -18,8 +18,10 @@ import pytest
 # The file benchmarks/run_all.py times validate on.
 SMALL = Path(__file__).resolve().parent.parent / "benchmarks" / "startup.yaml"
 
+# run() ends the process with os._exit; the probes watch what it leaves behind, so they take sys.exit.
 PROBE = """\
-import json, sys
+import json, os, sys
+os._exit = sys.exit
 sys.argv = ["topo", *sys.argv[1:]]
 from topo.__main__ import run
 try:
@@ -100,7 +102,8 @@ def test_other_option_values_go_to_the_adapter(annotation: Any, value: Any) -> N
 
 
 FIRST_CONNECT = """\
-import sys
+import os, sys
+os._exit = sys.exit
 seen = []
 def hook(event, args):
     if event == "socket.connect" and not seen:
@@ -135,3 +138,65 @@ def test_plan_sends_its_first_request_before_importing_the_models(tmp_path: Path
         env=env,
     )
     assert "\nFIRST [[]]" in done.stderr, done.stderr[-2000:]
+
+
+def _topo(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """`python -m topo ARGS`, the real entry point with its os._exit."""
+    return subprocess.run(
+        [sys.executable, "-m", "topo", *args],
+        capture_output=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=60,
+    )
+
+
+def _definitions(tmp_path: Path, queues: int) -> Path:
+    """A definitions file whose export runs to several pipe buffers (64 KiB each on Linux)."""
+    definitions = {
+        "vhosts": [{"name": "shop"}],
+        "queues": [
+            {"name": f"orders-{i}", "vhost": "shop", "durable": True, "auto_delete": False, "arguments": {}}
+            for i in range(queues)
+        ],
+    }
+    path = tmp_path / "definitions.json"
+    path.write_text(json.dumps(definitions))
+    return path
+
+
+def test_the_fast_exit_keeps_every_byte_and_the_exit_code(tmp_path: Path) -> None:
+    """run() skips the interpreter's teardown: what was printed must still arrive whole, to a pipe (block
+    buffered, so the last of it is still in the buffer at the exit), and the command's code must be kept."""
+    definitions = _definitions(tmp_path, 15000)
+    written = tmp_path / "export.yaml"
+    assert _topo("export", "--from-definitions", str(definitions), "-o", str(written)).returncode == 0
+    done = _topo("export", "--from-definitions", str(definitions))
+    assert done.returncode == 0 and len(done.stdout) > 4 * 65536
+    assert done.stdout == written.read_bytes()
+
+    broken = tmp_path / "bad.yaml"
+    broken.write_text("vhosts:\n  shop:\n    queues:\n      orders: {durable: maybe}\n")
+    done = _topo("validate", "-f", str(broken))
+    assert done.returncode == 1 and b"durable" in done.stderr + done.stdout
+    assert b"Traceback" not in done.stderr
+
+    done = _topo("plan", "--no-such-option")
+    assert done.returncode == 1 and b"No such option" in done.stderr
+
+
+def test_a_reader_that_leaves_early_is_no_failure(tmp_path: Path) -> None:
+    """`topo export ... | head`: the pipe closes under a full buffer; the command ends without a traceback
+    and with its own exit code."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "topo", "export", "--from-definitions", str(_definitions(tmp_path, 15000))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.read(100)
+        process.stdout.close()
+        error = process.stderr.read()
+        code = process.wait(timeout=60)
+    assert b"Traceback" not in error and b"BrokenPipe" not in error, error
+    assert code == 0, error

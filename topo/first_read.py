@@ -66,15 +66,18 @@ class EarlyDefinitions:
     """The definitions request of `vhosts`, under way on its own thread from construction.
 
     It goes out over the standard library's HTTP client: requests takes 0.25 s to import, a quarter of
-    the broker's time to answer at 21,000 objects. Only a complete 200 answer is kept; anything else (an
-    error status, a redirect, a proxy to go through, a TLS or network fault) is left to the
+    the broker's time to answer at 21,000 objects. A complete answer the ManagementClient would hand back
+    as it is (200, and the 400 and 401 that read_broker handles: a vhost not there yet, a user who may
+    not read definitions) is kept; anything else (another status, a 404 that may be a management API
+    still starting, a redirect, a proxy to go through, a TLS or network fault) is left to the
     ManagementClient, which sends the request again with its retries and its error messages.
     """
 
     def __init__(self, connection: Connection, vhosts: list[str] | None) -> None:
         self.connection = connection
         self.vhosts = vhosts
-        self._body: bytes | None = None
+        self._path = request_for(vhosts)[0]
+        self._answer: _Kept | None = None
         self._thread: threading.Thread | None = None
         if vhosts != [] and not any(os.environ.get(name) for name in _PROXY_VARIABLES):
             # A daemon thread: a file with errors must not keep the process waiting for a slow broker.
@@ -83,29 +86,40 @@ class EarlyDefinitions:
 
     def _send(self) -> None:
         with contextlib.suppress(Exception):  # any failure: the ManagementClient asks again, and reports
-            self._body = _get(self.connection, request_for(self.vhosts)[0])
+            self._answer = _get(self.connection, self._path)
 
     def answer(self, client: ManagementClient) -> Answer:
         if self._thread is not None:
             self._thread.join()
-        if self._body is None:
+        if self._answer is None:
             return read_definitions(client, self.vhosts)
         import requests
 
         response = requests.Response()
-        response.status_code = 200
-        response._content = self._body
+        response.status_code, response.reason, response._content = self._answer
         response.encoding = "utf-8"
-        response.url = self.connection.url + request_for(self.vhosts)[0]
+        response.url = self.connection.url + self._path
         return response
+
+    @property
+    def kept(self) -> int | None:
+        """The status of the early answer that was kept; None when the ManagementClient asks (again)."""
+        return None if self._answer is None else self._answer[0]
 
 
 # requests sends through these; the standard library's client does not know them.
 _PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
 
-def _get(connection: Connection, path: str) -> bytes | None:
-    """The body of a 200 answer to GET `path`, complete and decompressed; None for any other answer."""
+# What the ManagementClient hands back as it is for a definitions read. Not 404: the client first asks
+# whether the whole API answers 404 (a node still starting), and then waits.
+_KEPT_STATUSES = frozenset((200, 400, 401))
+_Kept = tuple[int, str, bytes]  # status, reason, body
+
+
+def _get(connection: Connection, path: str) -> _Kept | None:
+    """Status, reason and body (complete, decompressed) of the answer to GET `path`; None for an answer the
+    ManagementClient would not hand back as it is."""
     import base64
     import http.client
     import zlib
@@ -129,11 +143,11 @@ def _get(connection: Connection, path: str) -> bytes | None:
         http_connection.request("GET", parts.path.rstrip("/") + path, headers=headers)
         answer = http_connection.getresponse()
         body = answer.read()  # raises IncompleteRead for a body cut short
-        if answer.status != 200:
+        if answer.status not in _KEPT_STATUSES:
             return None
         if (answer.getheader("Content-Encoding") or "").lower() == "gzip":
             body = zlib.decompress(body, 16 + zlib.MAX_WBITS)
-        return body
+        return answer.status, answer.reason, body
     finally:
         http_connection.close()
 

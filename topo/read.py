@@ -72,7 +72,7 @@ def read_broker(
     """
     wide = [definition(kind) for kind in dict.fromkeys(broker_wide)]
     wanted = None if vhosts is None else list(dict.fromkeys(vhosts))
-    _path, what, single = request_for(wanted)
+    _, what, single = request_for(wanted)
     if early is not None and early.vhosts != wanted:
         early = None  # sent for other vhosts than the files turned out to declare
     capabilities, vhost_list, whoami, response, listed, wide_listings = _concurrently(
