@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench
@@ -53,10 +54,13 @@ class Sizes:
     apply: int  # N of apply-from-empty vs the bulk import
     memory: tuple[int, ...]  # N of the memory rows
     startup_runs: int
+    # Plans up to N=10,000 take seconds, and the broker's own GET varies by ±15% from one read to the
+    # next (0.99-1.42 s at N=10,000 on one idle node): more runs there, for a median that holds.
+    small_plan_runs: int
 
 
-FULL = Sizes(plan=(1_000, 10_000, 50_000), apply=10_000, memory=(50_000, 100_000), startup_runs=11)
-QUICK = Sizes(plan=(100, 300), apply=100, memory=(100,), startup_runs=3)
+FULL = Sizes(plan=(1_000, 10_000, 50_000), apply=10_000, memory=(50_000, 100_000), startup_runs=11, small_plan_runs=9)
+QUICK = Sizes(plan=(100, 300), apply=100, memory=(100,), startup_runs=3, small_plan_runs=1)
 
 
 def objects(n: int) -> int:
@@ -132,8 +136,9 @@ def plan_rows(ctx: Context, results: Results) -> None:
         path = ctx.write(f"plan-{n}.yaml", topo.yaml())
         progress(f"plan N={n}: populating with the bulk import")
         populate(ctx.admin, ctx.target, topo)
-        for run in range(ctx.runs):
-            progress(f"plan N={n} run {run + 1}/{ctx.runs}")
+        runs = ctx.runs if n > 10_000 else max(ctx.runs, ctx.sizes.small_plan_runs)
+        for run in range(runs):
+            progress(f"plan N={n} run {run + 1}/{runs}")
             results.sample(f"get {n}", bench.raw_get_definitions(ctx.target, topo))
             results.sample(f"plan {n}", ctx.topo.run("plan", "--detailed-exitcode", "-f", path).seconds)
         ratio = results.median(f"plan {n}") / results.median(f"get {n}")
@@ -159,13 +164,29 @@ def plan_rows(ctx: Context, results: Results) -> None:
         )
     if len(slopes) >= 2:
         ratio = slopes[-1][2] / slopes[0][2]
+        interval = f"N={slopes[-1][0]}→{slopes[-1][1]} vs {slopes[0][0]}→{slopes[0][1]}"
         results.rows.append(
             Row(
-                f"plan growth per object, last / first interval (N={slopes[-1][0]}→{slopes[-1][1]} vs "
-                f"{slopes[0][0]}→{slopes[0][1]})",
+                f"plan growth per object, last / first interval ({interval})",
                 ratio,
                 "0.8–1.2 (constant within 20%)",
                 0.8 <= ratio <= 1.2,
+            )
+        )
+        # The floor of the row above: the plan contains the GET, so it cannot grow more evenly than the GET.
+        get_slopes = [
+            (results.median(f"get {n1}") - results.median(f"get {n0}")) / (objects(n1) - objects(n0))
+            for n0, n1, _ in slopes
+        ]
+        above = [(slope - get_slope) * 1e6 for (_, _, slope), get_slope in zip(slopes, get_slopes, strict=True)]
+        results.rows.append(
+            Row(
+                f"floor: raw GET growth per object, last / first interval ({interval})",
+                get_slopes[-1] / get_slopes[0],
+                "",
+                None,
+                f"the broker's own read: {get_slopes[0] * 1e6:.0f} → {get_slopes[-1] * 1e6:.0f} µs/object; "
+                f"topo's time above the GET: {above[0]:.0f} → {above[-1]:.0f} µs/object",
             )
         )
 
@@ -207,9 +228,7 @@ def raw_changed_requests(target: Target, topo: OnePercent, *, changed: bool) -> 
         for i in indexes:
             session.call("DELETE", api("queues", topo.vhost, f"q{i}"))
             session.call("PUT", api("queues", topo.vhost, f"q{i}"), topo.queue_body(i, changed=changed))
-            session.call(
-                "POST", api("bindings", topo.vhost, "e", topo.exchange(i), "q", f"q{i}"), topo.binding_body(i)
-            )
+            session.call("POST", api("bindings", topo.vhost, "e", topo.exchange(i), "q", f"q{i}"), topo.binding_body(i))
         return time.perf_counter() - start
 
 
@@ -263,6 +282,7 @@ def startup_rows(ctx: Context, results: Results) -> None:
         results.sample("bare", ctx.topo.run_python("-c", "pass").seconds)
         results.sample("version", ctx.topo.run("version").seconds)
         results.sample("validate", ctx.topo.run("validate", "-f", small).seconds)
+        results.sample("floor", ctx.topo.run_python("-c", VALIDATE_FLOOR).seconds)
     bare = results.median("bare")
     for key, label in (("version", "topo version"), ("validate", "topo validate of a 10-line file")):
         seconds = results.median(key)
@@ -275,6 +295,30 @@ def startup_rows(ctx: Context, results: Results) -> None:
                 f"{results.spread(key)}; bare interpreter {bare:.3f} s ({seconds / bare:.1f}×)",
             )
         )
+    results.rows.append(
+        Row(
+            "floor of validate: importing typer, pydantic, PyYAML and topo's models (s)",
+            results.median("floor"),
+            "",
+            None,
+            f"{results.spread('floor')}: what validate needs before it reads a line (it parses its options "
+            "with typer and checks the file with the pydantic models)",
+        )
+    )
+
+
+# What `topo validate` imports before it can read a file: its command-line parser, its validator and the
+# models it validates with (building the pydantic models is most of topo.model's import).
+VALIDATE_FLOOR = "import typer, typer.main, pydantic, yaml, topo.model"
+
+# The file's content as plain Python values, nothing more: no line numbers, no models, no state.
+CONTENT_FLOOR = """\
+import json, sys, tracemalloc
+tracemalloc.start()
+with open(sys.argv[1], encoding="utf-8") as handle:
+    content = json.load(handle)
+print(tracemalloc.get_traced_memory()[0])
+"""
 
 
 # -- 4. memory --------------------------------------------------------------------------------------------
@@ -288,6 +332,20 @@ def memory_rows(ctx: Context, results: Results) -> None:
         path = ctx.write(f"memory-{n}.yaml", topo.yaml())
         size_mb = Path(path).stat().st_size / 1024 / 1024
         limit = 5 * size_mb + interpreter
+        plain = ctx.write(f"memory-{n}.json", json.dumps(yaml.load(topo.yaml(), Loader=yaml.CSafeLoader)))
+        ctx.topo.run_python("-c", CONTENT_FLOOR, plain)
+        content_mb = int((ctx.workdir / "py.stdout").read_text()) / 1024 / 1024
+        results.rows.append(
+            Row(
+                f"floor: the same content as plain dicts (json.load, traced), {objects(n):,} objects",
+                content_mb,
+                "",
+                None,
+                f"{content_mb / size_mb:.1f}× the file ({content_mb * 1024 * 1024 / objects(n):.0f} bytes per "
+                f"object; the YAML takes {size_mb * 1024 * 1024 / objects(n):.0f}), before line numbers, "
+                "validation or state",
+            )
+        )
         for label, args in (
             ("validate", ("validate", "-f", path)),
             ("plan", ("plan", "-f", path)),

@@ -81,6 +81,8 @@ RUN_ALL_ROWS = [
     "apply (create) / raw bulk import, N=100 ",
     "start-up: topo version",
     "start-up: topo validate of a 10-line file",
+    "floor of validate: importing typer, pydantic, PyYAML and topo's models",
+    "floor: the same content as plain dicts (json.load, traced)",
     "peak RSS MB: validate,",
     "peak RSS MB: plan,",
     "peak RSS MB: plan --json,",
