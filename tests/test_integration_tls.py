@@ -406,9 +406,9 @@ def test_the_early_definitions_request_verifies_as_requests_does(tls_broker: Tls
 
     trusted = EarlyDefinitions(connection(pki.ca), ["/"])
     answer = trusted.answer(ManagementClient(connection(pki.ca)))
-    assert trusted._body is not None
+    assert trusted.kept == 200
     assert answer is not None and "queues" in answer.json()
     untrusted = EarlyDefinitions(connection(pki.other_ca), ["/"])
     with pytest.raises(BrokerError, match="certificate verify failed"):
         untrusted.answer(ManagementClient(connection(pki.other_ca)))
-    assert untrusted._body is None
+    assert untrusted.kept is None
