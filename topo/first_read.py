@@ -47,6 +47,10 @@ def request_for(vhosts: list[str] | None) -> tuple[str, str, str | None]:
     return "/api/definitions", "read definitions", None
 
 
+# The error answers read_broker handles itself: a vhost not there (yet), a user who may not read definitions.
+HANDLED_STATUSES = (400, 401, 404)
+
+
 def read_definitions(client: ManagementClient, vhosts: list[str] | None) -> Answer:
     """The definitions of `vhosts` (None: every vhost); a vhost that does not exist yet answers 400
     vhost_not_found (or 404), left to the caller."""
@@ -54,7 +58,7 @@ def read_definitions(client: ManagementClient, vhosts: list[str] | None) -> Answ
         return None
     path, what, single = request_for(vhosts)
     try:
-        return client.request("GET", path, what=what, ok=(400, 401, 404))
+        return client.request("GET", path, what=what, ok=HANDLED_STATUSES)
     except BrokerError as exc:
         # RabbitMQ 4.x: HTTP 500, or a truncated body, for a vhost name with non-ASCII characters.
         if single is None or not (exc.status == 500 or "cut short" in exc.reason):
@@ -113,7 +117,7 @@ _PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "a
 
 # What the ManagementClient hands back as it is for a definitions read. Not 404: the client first asks
 # whether the whole API answers 404 (a node still starting), and then waits.
-_KEPT_STATUSES = frozenset((200, 400, 401))
+_KEPT_STATUSES = frozenset({200, *HANDLED_STATUSES} - {404})
 _Kept = tuple[int, str, bytes]  # status, reason, body
 
 
