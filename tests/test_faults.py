@@ -26,6 +26,8 @@ from broker_api import Api
 from cli_runner import Result, run_topo
 from fault_proxy import FAULTS, FaultProxy, cycling_policy
 from rabbitmq_node import RabbitNode
+from topo.client import ManagementClient
+from topo.connection import Connection
 
 pytestmark = pytest.mark.broker
 
@@ -159,6 +161,31 @@ def test_a_broker_that_never_answered_is_not_waited_for_but_one_that_did_is(
     assert "answers again" in result.stderr
     assert proxy.injected["starting_404"] > 0
     _no_bug(result)
+
+
+@pytest.mark.parametrize("fault", ["http_500", "http_503", "reset", "drop"])
+def test_a_real_404_stays_a_404_when_the_overview_probe_meets_a_fault(
+    broker: Any, proxy: FaultProxy, fault: str
+) -> None:
+    # A 404 is checked against the overview (a starting management API answers 404 to everything). A
+    # transient fault on that probe once made a real 404 (3.10 has no deprecated-features listing) a
+    # failed try; a few in a row used up the request's retries in CI. With no retries at all, the 404
+    # must still come back as the answer.
+    probes: list[str] = []
+
+    def fault_the_first_probe(request: Any, in_a_row: int) -> str | None:
+        if request.path.startswith("/api/overview"):
+            probes.append(fault if not probes else "")
+            return probes[-1] or None
+        return None
+
+    proxy.policy = fault_the_first_probe
+    connection = Connection(url=proxy.url, user=broker.user, password=broker.password, timeout=5)
+    client = ManagementClient(connection, retries=0)
+    response = client.request("GET", "/api/exchanges/%2F/topo-no-such-exchange", what="read", ok=(404,))
+    assert response.status_code == 404
+    assert probes == [fault, ""], "the probe was not faulted and then asked again"
+    assert proxy.injected[fault] == 1
 
 
 def test_an_apply_stopped_by_a_fault_reports_done_failed_and_not_attempted(

@@ -24,6 +24,8 @@ IDEMPOTENT = frozenset({"GET", "PUT", "DELETE", "HEAD"})
 # in front of it answers while the node restarts (502, 503, 504).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
+# How often the overview is asked whether a 404 comes from a management API that is still starting.
+PROBE_TRIES = 3
 # Longest pause between two tries while waiting for a restarting broker.
 MAX_PAUSE = 2.0
 # Errors in what topo would send, which no retry changes.
@@ -221,19 +223,33 @@ class ManagementClient:
 
     def _starting(self) -> bool:
         """Whether a 404 means the management API is not up yet (while it starts it answers 404, with the
-        same body as for a missing object, to every path): then its overview is not found either."""
-        try:
-            probe = self.session.get(
-                self.connection.url + "/api/overview",
-                timeout=self.connection.timeout,
-                verify=self.connection.verify,
-                cert=self.connection.client_cert,
-            )
-        except requests.RequestException:
-            return True
-        if probe.status_code < 400:
-            self.answered = True
-        return probe.status_code in (404, *RETRY_STATUSES)
+        same body as for a missing object, to every path): then its overview is not found either.
+
+        A probe that meets a transient fault itself tells nothing either way, so it is sent again (up to
+        PROBE_TRIES times): taking that fault for "starting" turned a real 404 (a listing 3.10 does not
+        have) into a failed try of the request, and a few of those in a row used up its retries."""
+        for attempt in range(PROBE_TRIES):
+            try:
+                probe = self.session.get(
+                    self.connection.url + "/api/overview",
+                    timeout=self.connection.timeout,
+                    verify=self.connection.verify,
+                    cert=self.connection.client_cert,
+                )
+            except requests.exceptions.Timeout:
+                return True  # it already took a whole timeout: no second one
+            except requests.RequestException:
+                status = None
+            else:
+                status = probe.status_code
+                if status < 400:
+                    self.answered = True
+                if status not in RETRY_STATUSES:
+                    return status == 404
+            if attempt + 1 < PROBE_TRIES:
+                time.sleep(self.backoff * 2**attempt)
+        # Still no answer: a broker going down, which the caller waits for like any other.
+        return True
 
     def _announce_wait(self, fault: _Fault) -> None:
         with self._lock:
