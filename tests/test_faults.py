@@ -188,6 +188,32 @@ def test_a_real_404_stays_a_404_when_the_overview_probe_meets_a_fault(
     assert proxy.injected[fault] == 1
 
 
+def test_every_overview_topo_asks_for_is_the_one_without_statistics(
+    broker: Any, proxy: FaultProxy, vhost_name: str, tmp_path: Path
+) -> None:
+    # The full overview adds up every queue's statistics first: 0.34 s on a 105,002-object 3.10 broker,
+    # 1.4 s while it imports, against 0.003 s without them. topo asks it for its version, for every 404
+    # (a starting management API answers 404 to everything; the apply lock's checks are 404s) and for a
+    # saved plan's broker identity: each must be the cheap one, or large brokers pay it again and again.
+    sent: list[str] = []
+
+    def record(request: Any, in_a_row: int) -> None:
+        sent.append(request.path)
+        return None
+
+    proxy.policy = record
+    path = tmp_path / "t.yaml"
+    path.write_text(_topology(vhost_name, queues=3))
+    env = _env(broker, proxy.url)
+    saved = tmp_path / "plan.topo"
+    assert run_topo("plan", "--out", str(saved), "-f", str(path), env=env).code == 0
+    assert run_topo("apply", str(saved), env=env).code == 0
+    assert run_topo("apply", "--auto-approve", "-f", str(path), env=env).code == 0
+    overviews = [p for p in sent if p.startswith("/api/overview")]
+    assert len(overviews) >= 4, sent  # the reads, and at least one 404's probe (the lock's first check)
+    assert all("disable_stats=true" in p for p in overviews), overviews
+
+
 def test_an_apply_stopped_by_a_fault_reports_done_failed_and_not_attempted(
     broker: Any, proxy: FaultProxy, vhost_name: str, tmp_path: Path
 ) -> None:

@@ -143,8 +143,15 @@ def from_overview(info: dict[str, Any], extra: dict[str, Any] | None = None) -> 
     )
 
 
+# Without statistics, the overview is the broker's description only: the same four columns, but not the
+# message and queue totals the broker otherwise adds up over every queue first (measured on 3.10.8 with
+# 105,002 objects: 0.34 s, and 1.4 s during an import, against 0.003 s; the columns alone do not spare it).
+OVERVIEW_PARAMS = {"disable_stats": "true"}
+
+
 def read_overview(client: ManagementClient) -> dict[str, Any]:
-    return client.get("/api/overview", what="read broker overview", params={"columns": OVERVIEW_COLUMNS})
+    params = {**OVERVIEW_PARAMS, "columns": OVERVIEW_COLUMNS}
+    return client.get("/api/overview", what="read broker overview", params=params)
 
 
 # Listings some users may not read (401), and older brokers do not have (404): unknown then.

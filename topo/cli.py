@@ -618,6 +618,8 @@ def _progress_printer() -> Callable[[int, int, Step], None]:
                 sys.stderr.write("\n")
         elif done == total or done % max(total // 10, 1) == 0:
             sys.stderr.write(f"  applied {done}/{total}\n")
+        else:
+            return  # nothing written: no flush (21,000 of them after one bulk import)
         sys.stderr.flush()
 
     return show

@@ -42,10 +42,20 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+# One encoder for every value: json.dumps with options builds a new one per call, which was a third of
+# rendering a plan that creates 21,000 objects (45,000 values).
+_encode = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+_LITERALS = {True: "true", False: "false"}
+
+
 def _value(value: Any) -> str:
+    if value is True or value is False:
+        return _LITERALS[value]
+    if type(value) is int:
+        return str(value)
     if isinstance(value, Password):
         return NO_PASSWORD if value.plaintext is None and value.password_hash == "" else SENSITIVE
-    return json.dumps(mask_uris(value), sort_keys=True, ensure_ascii=False)
+    return _encode(mask_uris(value))
 
 
 class _Painter:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from topo import __version__
+from topo.capabilities import OVERVIEW_PARAMS
 from topo.client import ManagementClient
 from topo.depends import dependencies
 from topo.diff import Change
@@ -72,7 +73,8 @@ class Identity:
 
 
 def read_identity(client: ManagementClient) -> Identity:
-    overview = client.get("/api/overview", what="read broker overview", params={"columns": "cluster_name"})
+    params = {**OVERVIEW_PARAMS, "columns": "cluster_name"}
+    overview = client.get("/api/overview", what="read broker overview", params=params)
     try:
         found = client.get_or_none("/api/global-parameters/internal_cluster_id", what="read the cluster id")
     except BrokerError as exc:
