@@ -15,6 +15,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from topo.capabilities import OVERVIEW_PARAMS
 from topo.connection import Connection
 from topo.errors import BrokerError
 from topo.redact import scrub
@@ -232,8 +233,8 @@ class ManagementClient:
             try:
                 probe = self.session.get(
                     self.connection.url + "/api/overview",
-                    # The cheap overview (see capabilities.OVERVIEW_PARAMS): every lock check's 404 asks it.
-                    params={"disable_stats": "true", "columns": "rabbitmq_version"},
+                    # The cheap overview: every lock check's 404 asks it.
+                    params={**OVERVIEW_PARAMS, "columns": "rabbitmq_version"},
                     timeout=self.connection.timeout,
                     verify=self.connection.verify,
                     cert=self.connection.client_cert,

@@ -283,7 +283,6 @@ def _shared_note(
     try:
         # With each value's type: 1, 1.0 and true hash alike but are shown apart.
         key = (queue.key.vhost, selecting, queue_type, frozenset((k, type(v), v) for k, v in arguments.items()))
-        hash(key)
     except TypeError:  # an argument whose value is a list or a table: worked out for this queue alone
         return policy_of_new_queue(policies, queue, version)
     if key not in shared:
